@@ -1,0 +1,87 @@
+"""Where a pretrained backbone and its tokenizer come from: the Hub, a local folder or a Python package."""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+from ftlit.errors import ConfigError
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve(name_or_path: str, field: str = "model.backbone") -> str:
+    """Turn a backbone reference into something ``from_pretrained`` takes.
+
+    ``package:<module>/<folder>`` names a folder shipped inside an installed Python package (how the offline
+    quickstart finds its model without a machine path); an existing folder is used as is; anything else is a
+    Hub name.
+    """
+    if name_or_path.startswith(PACKAGE_PREFIX):
+        module, _, sub = name_or_path[len(PACKAGE_PREFIX) :].partition("/")
+        try:
+            root = importlib.resources.files(module)
+        except ModuleNotFoundError:
+            raise ConfigError(field, f"package '{module}' is not installed: pip install it or give a folder") from None
+        path = Path(str(root)) / sub
+        if not path.is_dir():
+            raise ConfigError(field, f"package '{module}' has no folder '{sub}'")
+        return str(path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists():
+        raise ConfigError(field, f"folder '{name_or_path}' does not exist: give an existing model folder")
+    return name_or_path
+
+
+def _hub_error(field: str, name: str, err: Exception) -> ConfigError:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return ConfigError(field, f"'{name}' not found locally and no network: give a local folder")
+    return ConfigError(field, f"could not load '{name}' ({type(err).__name__}): check the name or give a local folder")
+
+
+def load_config(name_or_path: str, field: str = "model.backbone", **overrides: Any) -> PretrainedConfig:
+    """The backbone's ``PretrainedConfig``, with clear errors for names that cannot be found."""
+    source = resolve(name_or_path, field)
+    try:
+        return AutoConfig.from_pretrained(source, **overrides)
+    except OSError as err:
+        raise _hub_error(field, name_or_path, err) from None
+
+
+def load_tokenizer(name_or_path: str, field: str = "data.tokenizer") -> PreTrainedTokenizerBase:
+    """A fast tokenizer for the backbone; slow (Python) tokenizers are refused because offsets need a fast one."""
+    source = resolve(name_or_path, field)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+    except OSError as err:
+        raise _hub_error(field, name_or_path, err) from None
+    if not tokenizer.is_fast:
+        raise ConfigError(field, f"'{name_or_path}' has no fast tokenizer: give a model with tokenizer.json")
+    return tokenizer
+
+
+def pack_tokenizer(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The tokenizer's files as ``{filename: text}``, small enough to keep inside every checkpoint."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def unpack(folder: str | os.PathLike, config: PretrainedConfig | dict, tokenizer_files: dict[str, str]) -> None:
+    """Write a backbone config and packed tokenizer into ``folder`` (a Hugging Face folder without weights)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = config.to_dict() if isinstance(config, PretrainedConfig) else config
+    with io.open(folder / "config.json", "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    for name, text in tokenizer_files.items():
+        (folder / name).write_text(text, encoding="utf-8")
