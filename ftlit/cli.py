@@ -10,6 +10,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from ftlit.callbacks import PredictionWriter
 from ftlit.data.base import TaskDataModule
 from ftlit.errors import ConfigError
 from ftlit.models.base import FineTuneModule, read_checkpoint
@@ -34,6 +35,7 @@ class FtlitCLI(LightningCLI):
         # Always present, under its own key, so `--ckpt_path last` finds the last checkpoint.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
         # The tokenizer is the backbone's, and the labels come from the data: never typed twice.
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
         parser.link_arguments("data", "model.init_args.label_names", compute_fn=checked_labels, apply_on="instantiate")

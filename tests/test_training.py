@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_args, make_tiny_bert
+from conftest import cli_args, make_tiny_bert, toy_rows, write_jsonl
 
-from ftlit.cli import FtlitCLI
+from ftlit.cli import FtlitCLI, main
 from ftlit.models import SequenceClassifier
 
 
@@ -118,3 +119,30 @@ def test_validate_and_test_subcommands_use_the_best_checkpoint(tiny_bert, toy_da
     cli = FtlitCLI(args=["test", *args, "--ckpt_path=best"])
     results = cli.trainer.callback_metrics
     assert {"test/acc", "test/f1", "test/loss"} <= set(results)
+
+
+def test_predict_writes_rows_in_input_order_and_never_overwrites(tiny_bert, toy_data, tmp_path, capsys):
+    root = tmp_path / "run"
+    predict_rows = [{"text": r["text"]} for r in toy_rows(21, 7)]
+    data = {**toy_data, "predict_file": str(write_jsonl(tmp_path / "predict.jsonl", predict_rows))}
+    args = cli_args(tiny_bert, data, root, "--trainer.max_epochs=1", "--data.eval_batch_size=4")
+    FtlitCLI(args=["fit", *args])
+    cli = FtlitCLI(args=["predict", *args, "--ckpt_path=last"])
+    rows = [json.loads(line) for line in (root / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 21
+    # Row i is the prediction for input i: recompute each one alone.
+    model = cli.model.eval()
+    tok = cli.datamodule.tokenizer
+    for row, inp in zip(rows, predict_rows, strict=True):
+        with torch.no_grad():
+            probs = model(dict(tok(inp["text"], return_tensors="pt"))).softmax(-1)[0]
+        assert row["label"] == ["neg", "pos"][int(probs.argmax())]
+        assert row["probs"] == pytest.approx(probs.tolist(), abs=1e-5)
+
+    before = (root / "predictions.jsonl").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["predict", *args, "--ckpt_path=last"])
+    assert "predictions.output: " in capsys.readouterr().err
+    assert (root / "predictions.jsonl").read_bytes() == before
+    FtlitCLI(args=["predict", *args, "--ckpt_path=last", f"--predictions.output={tmp_path / 'p.csv'}"])
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "label,score,probs"

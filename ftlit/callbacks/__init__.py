@@ -1,0 +1,5 @@
+"""Callbacks ftlit adds to Lightning's."""
+
+from ftlit.callbacks.predictions import PredictionWriter
+
+__all__ = ["PredictionWriter"]
