@@ -6,8 +6,8 @@ import csv
 
 import datasets
 import pytest
-from conftest import toy_rows, write_jsonl
 
+from conftest import toy_rows, write_jsonl
 from ftlit.data import ClassificationDataModule
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import cli_args, toy_rows, write_jsonl
 
+from conftest import cli_args, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_args, make_tiny_bert, toy_rows, write_jsonl
 
+from conftest import cli_args, make_tiny_bert, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
 from ftlit.models import SequenceClassifier
 
