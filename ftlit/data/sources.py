@@ -1,0 +1,79 @@
+"""Reading raw splits from local files or the Hugging Face Hub, with errors that name the field to fix."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import datasets
+
+from ftlit.errors import ConfigError
+
+# file extension -> (datasets builder, extra builder kwargs)
+FORMATS: dict[str, tuple[str, dict]] = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+SPLITS = ("train", "validation", "test", "predict")
+
+
+def check_file(path: str, field: str) -> Path:
+    """An existing, non-empty file with a known extension, or a ConfigError naming ``field``."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in FORMATS:
+        known = ", ".join(FORMATS)
+        raise ConfigError(field, f"unknown file type '{p.suffix}' for '{path}': use one of {known}")
+    if not p.is_file():
+        raise ConfigError(field, f"file '{path}' does not exist: check the path")
+    if p.stat().st_size == 0:
+        raise ConfigError(field, f"file '{path}' is empty: give a file with data rows")
+    return p
+
+
+def file_fingerprint(path: str) -> dict:
+    """What identifies a file's content cheaply for the tokenization cache key."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def load_file(path: str, field: str) -> datasets.Dataset:
+    """One local file as a ``datasets.Dataset``."""
+    p = check_file(path, field)
+    builder, kwargs = FORMATS[p.suffix.lower()]
+    if builder == "csv" and _header_only(p):
+        raise ConfigError(field, f"file '{path}' has no rows below its header: give a file with data rows")
+    try:
+        ds = datasets.load_dataset(builder, data_files={"data": str(p)}, split="data", **kwargs)
+    except Exception as err:  # datasets raises many types for malformed files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(field, f"could not read '{path}' as {builder}: {reason}") from None
+    if len(ds) == 0:
+        raise ConfigError(field, f"file '{path}' has no rows: give a file with data rows")
+    return ds
+
+
+def _header_only(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return len(list(islice((line for line in f if line.strip()), 2))) <= 1
+
+
+def load_hub(name: str, config: str | None, splits: dict[str, str] | None) -> dict[str, datasets.Dataset]:
+    """The requested splits of a Hub dataset, ``{ftlit split: dataset}``.
+
+    Without ``splits``, the dataset's own ``train``/``validation``/``test`` splits are used where present.
+    """
+    try:
+        available = datasets.load_dataset(name, config)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError("data.dataset", f"could not load '{name}' ({reason}): check the name or use local files") from None
+    if splits is None:
+        splits = {s: s for s in ("train", "validation", "test") if s in available}
+    for theirs in splits.values():
+        if theirs not in available:
+            raise ConfigError("data.hub_splits", f"'{name}' has no split '{theirs}' (it has: {', '.join(available)})")
+    return {ours: available[theirs] for ours, theirs in splits.items()}
