@@ -52,7 +52,10 @@ def test_labels_reach_the_model_through_the_link(tiny_bert, toy_data, tmp_path):
 def test_optimizer_groups_exclude_bias_and_layernorm_from_decay(tiny_bert, toy_data, tmp_path):
     cli = FtlitCLI(args=cli_args(tiny_bert, toy_data, tmp_path, "--model.weight_decay=0.05"), run=False)
     model = cli.model
-    decay, plain = model.param_groups()
+    groups = model.param_groups()
+    decay = {"weight_decay": 0.05, "params": [p for g in groups if g["weight_decay"] for p in g["params"]]}
+    plain = {"weight_decay": 0.0, "params": [p for g in groups if not g["weight_decay"] for p in g["params"]]}
+    assert {g["weight_decay"] for g in groups} == {0.05, 0.0}
     names = {id(p): n for n, p in model.named_parameters()}
     plain_names = [names[id(p)] for p in plain["params"]]
     decay_names = [names[id(p)] for p in decay["params"]]
@@ -67,7 +70,7 @@ def test_warmup_then_linear_decay_steps_every_optimizer_step(tiny_bert, toy_data
     extra = ["--model.warmup_steps=4", "--trainer.max_epochs=1", "--trainer.accumulate_grad_batches=2"]
     extra += ["--trainer.callbacks+=LearningRateMonitor", "--trainer.callbacks.logging_interval=step"]
     FtlitCLI(args=["fit", *cli_args(tiny_bert, toy_data, root, *extra)])
-    lrs = {int(r["step"]): float(r["lr-AdamW/pg1"]) for r in read_metrics(root) if r.get("lr-AdamW/pg1")}
+    lrs = {int(r["step"]): float(r["lr-AdamW/head"]) for r in read_metrics(root) if r.get("lr-AdamW/head")}
     lrs = [lrs[step] for step in sorted(lrs)]
     # 12 batches, accumulation 2 -> 6 optimizer steps: 4 warming up, then linear decay to 0.
     assert lrs[:6] == pytest.approx([0.0, 7.5e-4, 1.5e-3, 2.25e-3, 3e-3, 1.5e-3])

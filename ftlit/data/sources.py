@@ -70,7 +70,9 @@ def load_hub(name: str, config: str | None, splits: dict[str, str] | None) -> di
         available = datasets.load_dataset(name, config)
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError("data.dataset", f"could not load '{name}' ({reason}): check the name or use local files") from None
+        raise ConfigError(
+            "data.dataset", f"could not load '{name}' ({reason}): check the name or use local files"
+        ) from None
     if splits is None:
         splits = {s: s for s in ("train", "validation", "test") if s in available}
     for theirs in splits.values():

@@ -11,12 +11,15 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MetricCollection
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, get_scheduler
 
 from ftlit import backbone
 from ftlit.errors import ConfigError
+from ftlit.models import strategies
+from ftlit.models.anatomy import Anatomy, anatomy
 
 SchedulerName = Literal["linear", "cosine", "constant", "polynomial"]
 # transformers' names for our schedules; all of them warm up linearly first.
@@ -68,6 +71,18 @@ class FineTuneModule(pl.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         head_dropout: float | None = None,
+        freeze_backbone: bool = False,
+        freeze_embeddings: bool = False,
+        freeze_layers: int = 0,
+        layer_lr_decay: float = 1.0,
+        head_lr: float | None = None,
+        reinit_layers: int = 0,
+        reinit_pooler: bool = False,
+        l2sp_alpha: float = 0.0,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
     ) -> None:
         """
         Args:
@@ -81,6 +96,20 @@ class FineTuneModule(pl.LightningModule):
             warmup_ratio: Share of all training steps spent warming up linearly from 0.
             warmup_steps: Warmup length in steps; overrides ``warmup_ratio`` when above 0.
             head_dropout: Dropout before the task head (default: the backbone's own).
+            freeze_backbone: Train the head only; the backbone's weights stay exactly as pretrained.
+            freeze_embeddings: Keep the embeddings as pretrained.
+            freeze_layers: Keep the bottom N encoder layers as pretrained.
+            layer_lr_decay: Layer-wise learning-rate decay: each layer down from the top gets this factor more
+                (0.9 is typical); 1.0 turns it off.
+            head_lr: Learning rate of the task head (default: ``learning_rate``).
+            reinit_layers: Re-initialise the top N encoder layers before training (few-sample fine-tuning).
+            reinit_pooler: Re-initialise the pooler too.
+            l2sp_alpha: L2-SP strength: adds ``alpha/2 * ||theta - theta_pretrained||^2`` over the backbone.
+            lora_rank: LoRA rank; above 0 trains low-rank adapters (and the head) instead of the backbone.
+                Needs the ``peft`` extra.
+            lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_rank``).
+            lora_dropout: Dropout on the LoRA path.
+            lora_target_modules: Module names that get adapters (default: ``query`` and ``value``).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -91,10 +120,12 @@ class FineTuneModule(pl.LightningModule):
         if warmup_steps < 0:
             raise ConfigError("model.warmup_steps", f"must be >= 0, got {warmup_steps}")
         _optimizer_class(optimizer)
+        self._check_strategies()
         self.label_names = label_names
         self.model: PreTrainedModel = self._build_backbone()
         # from_pretrained returns eval mode, and Lightning keeps each module's mode: dropout would stay off.
         self.model.train()
+        self._apply_strategies(pretrained=_SAVED_BACKBONE.get() is None)
         metrics = self.build_metrics()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -108,6 +139,98 @@ class FineTuneModule(pl.LightningModule):
     def build_metrics(self) -> MetricCollection:
         """The task's metrics; cloned with ``val/`` and ``test/`` prefixes."""
         raise NotImplementedError
+
+    # --- fine-tuning strategies -----------------------------------------------------------------------------
+
+    def _check_strategies(self) -> None:
+        h = self.hparams
+        if not 0.0 < h.layer_lr_decay <= 1.0:
+            raise ConfigError("model.layer_lr_decay", f"must be in (0, 1], got {h.layer_lr_decay}")
+        for key in ("freeze_layers", "reinit_layers", "lora_rank"):
+            if h[key] < 0:
+                raise ConfigError(f"model.{key}", f"must be >= 0, got {h[key]}")
+        if h.l2sp_alpha < 0:
+            raise ConfigError("model.l2sp_alpha", f"must be >= 0, got {h.l2sp_alpha}")
+        if h.lora_rank and h.l2sp_alpha:
+            raise ConfigError("model.l2sp_alpha", "LoRA freezes the backbone, so L2-SP has nothing to pull: use one")
+        if h.lora_rank and (h.freeze_backbone or h.freeze_embeddings or h.freeze_layers):
+            raise ConfigError("model.lora_rank", "LoRA already freezes the backbone: drop the freeze_* keys")
+        if h.freeze_backbone and h.l2sp_alpha:
+            raise ConfigError("model.l2sp_alpha", "the backbone is frozen, so L2-SP has nothing to pull: use one")
+
+    def _apply_strategies(self, pretrained: bool) -> None:
+        """Re-initialise, freeze, anchor L2-SP and add LoRA, in that order, on the freshly built backbone."""
+        h = self.hparams
+        parts = anatomy(self.model)
+        n = len(parts.layers)
+        for key in ("freeze_layers", "reinit_layers"):
+            if h[key] > n:
+                raise ConfigError(f"model.{key}", f"{h[key]} is more than the model's {n} layers")
+        if pretrained and (h.reinit_layers or h.reinit_pooler):
+            strategies.reinit_top_layers(self.model, parts, h.reinit_layers, h.reinit_pooler)
+        strategies.freeze(parts, h.freeze_backbone, h.freeze_embeddings, h.freeze_layers)
+        self.l2sp: strategies.L2SP | None = None
+        if h.l2sp_alpha and pretrained:
+            # Re-initialised layers have no pretrained values to stay near.
+            fresh = (
+                {id(p) for m in parts.layers[n - h.reinit_layers :] for p in m.parameters()}
+                if h.reinit_layers
+                else set()
+            )
+            anchored = [p for m in parts.backbone for p in m.parameters() if p.requires_grad and id(p) not in fresh]
+            self.l2sp = strategies.L2SP(anchored, h.l2sp_alpha)
+        if h.lora_rank:
+            targets = h.lora_target_modules or ["query", "value"]
+            self.model = strategies.apply_lora(self.model, parts, h.lora_rank, h.lora_alpha, h.lora_dropout, targets)
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in self.model.parameters())
+            rank_zero_info(f"LoRA: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+
+    def anatomy(self) -> Anatomy:
+        """Embeddings, layers, other backbone modules and head of the task model."""
+        return anatomy(self.model)
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The task loss of a batch."""
+        raise NotImplementedError
+
+    def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
+        """Feed one evaluation batch to the task's metrics."""
+        raise NotImplementedError
+
+    # --- steps ----------------------------------------------------------------------------------------------
+
+    # Batch keys that are targets, not model inputs.
+    target_keys: tuple[str, ...] = ("labels",)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**{k: v for k, v in batch.items() if k not in self.target_keys}).logits
+
+    def on_fit_start(self) -> None:
+        if self.hparams.l2sp_alpha and self.l2sp is None:
+            raise ConfigError("model.l2sp_alpha", "L2-SP needs the pretrained weights: train with model.backbone")
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch), batch)
+        n = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        if self.l2sp is not None:
+            penalty = self.l2sp()
+            self.log("train/l2sp", penalty, batch_size=n)
+            loss = loss + penalty
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection) -> None:
+        logits = self(batch)
+        self.log(f"{stage}/loss", self.loss(logits, batch), batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        self.update_metrics(logits, batch, metrics)
+        self.log_dict(metrics, prog_bar=stage == "val")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_metrics)
 
     # --- backbone -------------------------------------------------------------------------------------------
 
@@ -158,17 +281,23 @@ class FineTuneModule(pl.LightningModule):
     # --- optimization ---------------------------------------------------------------------------------------
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters split into weight-decay and no-decay (biases, LayerNorm) groups."""
+        """Trainable parameters grouped by depth (for layer-wise learning rates) and by weight decay.
+
+        Biases and LayerNorm weights get no weight decay. Parameters frozen by a ``freeze_*`` key are left out;
+        parameters a callback thaws later are in from the start, so their groups and schedule are fixed.
+        """
+        parts = self.anatomy()
         no_decay = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)}
-        decay, plain = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (plain if name.endswith("bias") or id(p) in no_decay else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}]
-        if plain:
-            groups.append({"params": plain, "weight_decay": 0.0})
-        return groups
+        return strategies.layerwise_groups(
+            ((n, p) for n, p in self.model.named_parameters() if p.requires_grad),
+            parts.depth_of_parameters(),
+            len(parts.layers),
+            lr=self.hparams.learning_rate,
+            decay=self.hparams.layer_lr_decay,
+            head_lr=self.hparams.head_lr,
+            weight_decay=self.hparams.weight_decay,
+            no_decay=no_decay,
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         cls = _optimizer_class(self.hparams.optimizer)

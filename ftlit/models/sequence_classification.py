@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,30 @@ class SequenceClassifier(FineTuneModule):
     """Single-label classification of a text or text pair (SST-2, MRPC, MNLI, sentiment, topics)."""
 
     auto_class = AutoModelForSequenceClassification
+
+    def __init__(
+        self,
+        *args: Any,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | Literal["balanced"] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            label_smoothing: Cross-entropy label smoothing (0 turns it off; 0.1 is common).
+            class_weights: Loss weight per label (in label order), or ``balanced`` for ``n / (labels * count)``
+                from the train split's label counts.
+            *args: Shared model options: see ``FineTuneModule``.
+            **kwargs: Shared model options: see ``FineTuneModule``.
+        """
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError("model.label_smoothing", f"must be in [0, 1), got {label_smoothing}")
+        super().__init__(*args, **kwargs)
+        self.class_weight: torch.Tensor | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return self.model.config.num_labels
 
     def build_metrics(self) -> MetricCollection:
         n = self.model.config.num_labels
@@ -39,30 +63,27 @@ class SequenceClassifier(FineTuneModule):
             config.classifier_dropout = self.hparams.head_dropout
         return config
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return self.model(**inputs).logits
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        weights = self.hparams.class_weights
+        if weights == "balanced":
+            # n / (classes * count): the weighting scikit-learn calls "balanced".
+            counts = torch.bincount(
+                torch.tensor(self.trainer.datamodule.datasets["train"]["labels"]), minlength=self.num_labels
+            )
+            weights = (counts.sum() / (self.num_labels * counts.clamp(min=1))).tolist()
+        if weights is not None:
+            if len(weights) != self.num_labels:
+                raise ConfigError("model.class_weights", f"{len(weights)} weights for {self.num_labels} labels")
+            self.class_weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels)
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), batch["labels"], weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
+        )
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
-        return loss
-
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection) -> None:
-        logits = self(batch)
-        labels = batch["labels"]
-        self.log(f"{stage}/loss", self.loss(logits, labels), batch_size=labels.shape[0], sync_dist=True)
-        metrics.update(logits.argmax(-1), labels)
-        self.log_dict(metrics, prog_bar=stage == "val")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_metrics)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_metrics)
+    def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
+        metrics.update(logits.argmax(-1), batch["labels"])
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:
         probs = self(batch).float().softmax(-1)
