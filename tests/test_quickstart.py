@@ -40,3 +40,23 @@ def test_quickstart_config_trains_validates_and_tests(quickstart_data, tmp_path,
     assert "val/acc" in fit.trainer.callback_metrics
     test = FtlitCLI(args=["test", *args, "--ckpt_path=best"])
     assert 0.0 <= float(test.trainer.callback_metrics["test/acc"]) <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", sorted(p.stem for p in (REPO / "configs" / "strategies").glob("*.yaml")))
+def test_strategy_configs_run_on_the_quickstart(quickstart_data, tmp_path, monkeypatch, strategy):
+    if strategy == "lora":
+        pytest.importorskip("peft")
+    monkeypatch.chdir(REPO)
+    args = [
+        "--config=configs/quickstart.yaml",
+        f"--config=configs/strategies/{strategy}.yaml",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+    cli = FtlitCLI(args=["fit", *args])
+    assert cli.trainer.global_step == 2
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
