@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ftlit.callbacks import PredictionWriter
 from ftlit.data.base import TaskDataModule
-from ftlit.errors import ConfigError
+from ftlit.errors import ConfigError, TrainingError
 from ftlit.models.base import FineTuneModule, read_checkpoint
 
 
@@ -29,6 +29,8 @@ class FtlitCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 42)
         # The models own their optimizer and schedule (warmup, decay, parameter groups).
         kwargs.setdefault("auto_configure_optimizers", False)
+        # The data modules shard themselves (stateful loaders, no padded evaluation rows).
+        kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False})
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -63,6 +65,8 @@ class FtlitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         config.checkpoint.dirpath = checkpoint_dir(config)
+        if not config.trainer.plugins:
+            config.trainer.plugins = [Namespace(class_path="ftlit.checkpoint_io.AtomicCheckpointIO")]
         if config.trainer.logger in (None, True):
             config.trainer.logger = default_loggers(config.trainer.default_root_dir or os.getcwd())
 
@@ -114,6 +118,9 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``ftlit`` and ``python -m ftlit``; bad input exits with one line naming the field."""
     try:
         FtlitCLI(args=args)
+    except TrainingError as err:
+        print(f"ftlit: error: {err}", file=sys.stderr)
+        sys.exit(1)
     except ValueError as err:
         config_error = _config_error(err)
         if config_error is None:

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         super().__init__(f"{field}: {problem}")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss): the message says where it happened and what to try."""

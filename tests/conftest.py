@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -100,3 +101,14 @@ def cli_args(tiny_bert: str, data: dict[str, str], root: Path, *extra: str) -> l
     ]
     args += [f"--data.{k}={v}" for k, v in data.items()]
     return args + list(extra)
+
+
+def read_metrics(root: Path) -> list[dict[str, str]]:
+    files = sorted(root.glob("csv/version_*/metrics.csv"))
+    assert files, f"no metrics.csv under {root}"
+    with open(files[-1]) as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key)]

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_training import column, read_metrics
 
-from conftest import cli_args, toy_rows, write_jsonl
+from conftest import cli_args, column, read_metrics, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
 from ftlit.models import SequenceClassifier
 

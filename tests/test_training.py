@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -12,20 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_args, make_tiny_bert, toy_rows, write_jsonl
+from conftest import cli_args, column, make_tiny_bert, read_metrics, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
 from ftlit.models import SequenceClassifier
-
-
-def read_metrics(root: Path) -> list[dict[str, str]]:
-    files = sorted(root.glob("csv/version_*/metrics.csv"))
-    assert files, f"no metrics.csv under {root}"
-    with open(files[-1]) as f:
-        return list(csv.DictReader(f))
-
-
-def column(rows: list[dict[str, str]], key: str) -> list[float]:
-    return [float(r[key]) for r in rows if r.get(key)]
 
 
 def test_fit_learns_and_logs_val_metrics(tiny_bert, toy_data, tmp_path):

@@ -14,7 +14,10 @@ from typing import Any
 import datasets
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 from transformers import PreTrainedTokenizerBase
 
 from ftlit import backbone
@@ -201,30 +204,46 @@ class TaskDataModule(pl.LightningDataModule):
         if self.datasets is None:
             self.datasets = datasets.load_from_disk(str(self.cache_path))
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
+        """A loader whose position is saved in checkpoints, sharded by rank when there are several.
+
+        Lightning's own distributed sampler is off (``use_distributed_sampler=False`` in the CLI): it would
+        hide the loader's state (mid-epoch resume) and pad evaluation with repeated rows (metrics count them
+        twice). Training shards with a seeded ``DistributedSampler`` (Lightning calls ``set_epoch``); evaluation
+        and prediction shard without padding, so every row counts exactly once.
+        """
         if self.datasets is None or split not in self.datasets:
             field = "data.dataset" if self.dataset else f"data.{split}_file"
             raise ConfigError(field, f"no {split} split: give one to run this stage")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self.datasets[split],
+        dataset = self.datasets[split]
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = None
+        if world > 1:
+            kind = DistributedSampler if shuffle else UnrepeatedDistributedSampler
+            sampler = kind(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        elif shuffle:
+            # Its own generator: the loader draws a worker seed from its generator at every new epoch, and a shared
+            # one would make the next epoch's order depend on whether the run was resumed.
+            sampler = StatefulRandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        return StatefulDataLoader(
+            dataset,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=self.collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("validation", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> StatefulDataLoader:
         return self._loader("predict", shuffle=False)

@@ -11,13 +11,16 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, get_scheduler
 
 from ftlit import backbone
-from ftlit.errors import ConfigError
+from ftlit.callbacks.rng import RNGState
+from ftlit.callbacks.safety import GracefulStop
+from ftlit.errors import ConfigError, TrainingError
 from ftlit.models import strategies
 from ftlit.models.anatomy import Anatomy, anatomy
 
@@ -129,6 +132,8 @@ class FineTuneModule(pl.LightningModule):
         metrics = self.build_metrics()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Losses averaged over rows, not over per-rank batch means: exact under DDP with uneven shards.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     # --- what a task supplies -------------------------------------------------------------------------------
 
@@ -210,8 +215,19 @@ class FineTuneModule(pl.LightningModule):
         if self.hparams.l2sp_alpha and self.l2sp is None:
             raise ConfigError("model.l2sp_alpha", "L2-SP needs the pretrained weights: train with model.backbone")
 
+    def configure_callbacks(self) -> list[Callback]:
+        # Always on, whatever the config says: exact resume and a clean stop on SIGTERM/SIGINT.
+        return [RNGState(), GracefulStop()]
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch)
+        # Stop before a non-finite loss reaches the weights (and any checkpoint); every rank must agree.
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
+            raise TrainingError(
+                f"training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
+                "lower model.learning_rate, set trainer.gradient_clip_val, or use 32-true precision; "
+                "the checkpoints written so far are untouched"
+            )
         n = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         if self.l2sp is not None:
@@ -220,17 +236,20 @@ class FineTuneModule(pl.LightningModule):
             loss = loss + penalty
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection) -> None:
+    def _eval_step(
+        self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection, loss: MeanMetric
+    ) -> None:
         logits = self(batch)
-        self.log(f"{stage}/loss", self.loss(logits, batch), batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        loss.update(self.loss(logits, batch), weight=batch["input_ids"].shape[0])
+        self.log(f"{stage}/loss", loss)
         self.update_metrics(logits, batch, metrics)
         self.log_dict(metrics, prog_bar=stage == "val")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_metrics)
+        self._eval_step(batch, "val", self.val_metrics, self.val_loss)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_metrics)
+        self._eval_step(batch, "test", self.test_metrics, self.test_loss)
 
     # --- backbone -------------------------------------------------------------------------------------------
 
@@ -306,6 +325,10 @@ class FineTuneModule(pl.LightningModule):
             kwargs["fused"] = True
         optimizer = cls(self.param_groups(), **kwargs)
         total = int(self.trainer.estimated_stepping_batches)
+        # Estimating builds the train loader before a checkpoint's loop state is restored, and Lightning then
+        # never hands that loader its saved position: a resumed epoch would replay from its first batch.
+        # Dropping it makes the fit loop build it again after the restore, with the position loaded.
+        self.trainer.fit_loop._combined_loader = None
         warmup = self.hparams.warmup_steps or math.ceil(self.hparams.warmup_ratio * total)
         scheduler = get_scheduler(
             _SCHEDULERS[self.hparams.scheduler], optimizer, num_warmup_steps=warmup, num_training_steps=total
