@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ftlit.cli import FtlitCLI
 
@@ -60,3 +63,13 @@ def test_strategy_configs_run_on_the_quickstart(quickstart_data, tmp_path, monke
     cli = FtlitCLI(args=["fit", *args])
     assert cli.trainer.global_step == 2
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_overlay_runs_two_processes_on_the_quickstart(quickstart_data, tmp_path):
+    args = ["--config=configs/quickstart.yaml", "--config=configs/ddp.yaml", f"--trainer.default_root_dir={tmp_path}"]
+    args += ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=2"]
+    args += ["--trainer.enable_progress_bar=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "ftlit", "fit", *args], cwd=REPO, env=env, check=True, capture_output=True)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

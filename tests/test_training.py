@@ -137,3 +137,15 @@ def test_predict_writes_rows_in_input_order_and_never_overwrites(tiny_bert, toy_
     assert (root / "predictions.jsonl").read_bytes() == before
     FtlitCLI(args=["predict", *args, "--ckpt_path=last", f"--predictions.output={tmp_path / 'p.csv'}"])
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "label,score,probs"
+
+
+def test_a_checkpoint_file_does_not_override_the_config(tiny_bert, toy_data, tmp_path):
+    # LightningCLI would parse the checkpoint's hyperparameters over the YAML and the command line.
+    root = tmp_path / "run"
+    FtlitCLI(args=["fit", *cli_args(tiny_bert, toy_data, root, "--trainer.max_epochs=1")])
+    ckpt = root / "checkpoints" / "last.ckpt"
+    cli = FtlitCLI(
+        args=["test", *cli_args(tiny_bert, toy_data, root, "--model.learning_rate=0.5"), f"--ckpt_path={ckpt}"]
+    )
+    assert cli.model.hparams.learning_rate == 0.5
+    assert "test/acc" in cli.trainer.callback_metrics
