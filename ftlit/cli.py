@@ -116,6 +116,12 @@ def _config_error(err: BaseException | None) -> ConfigError | None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ftlit`` and ``python -m ftlit``; bad input exits with one line naming the field."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["export"]:
+        from ftlit.export import main as export_main  # imported here: ftlit.export imports ftlit.cli
+
+        export_main(argv[1:])
+        return
     try:
         FtlitCLI(args=args)
     except TrainingError as err:

@@ -2,5 +2,6 @@
 
 from ftlit.data.base import TaskDataModule
 from ftlit.data.classification import ClassificationDataModule
+from ftlit.data.token_classification import TokenClassificationDataModule
 
-__all__ = ["ClassificationDataModule", "TaskDataModule"]
+__all__ = ["ClassificationDataModule", "TaskDataModule", "TokenClassificationDataModule"]

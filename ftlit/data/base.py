@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ftlit import backbone
 from ftlit.data import sources
+from ftlit.data.samplers import LengthGroupedSampler
 from ftlit.errors import ConfigError
 
 CACHE_VERSION = 1
@@ -54,6 +55,7 @@ class TaskDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str | None = None,
+        group_by_length: bool = False,
     ) -> None:
         """
         Args:
@@ -76,6 +78,7 @@ class TaskDataModule(pl.LightningDataModule):
             num_workers: DataLoader worker processes.
             pin_memory: Pin host memory for faster copies to the GPU.
             cache_dir: Where tokenized splits are cached (default ``$FTLIT_CACHE`` or ``~/.cache/ftlit``).
+            group_by_length: Train on batches of similar length (less padding, faster), still in random order.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -104,6 +107,7 @@ class TaskDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.group_by_length = group_by_length
         self.datasets: datasets.DatasetDict | None = None
         self._validated = False
 
@@ -218,7 +222,11 @@ class TaskDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         sampler = None
-        if world > 1:
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        if shuffle and self.group_by_length:
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            sampler = LengthGroupedSampler(lengths, batch_size, self.seed, num_replicas=world, rank=rank)
+        elif world > 1:
             kind = DistributedSampler if shuffle else UnrepeatedDistributedSampler
             sampler = kind(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
         elif shuffle:
@@ -227,7 +235,7 @@ class TaskDataModule(pl.LightningDataModule):
             sampler = StatefulRandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
         return StatefulDataLoader(
             dataset,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             generator=torch.Generator().manual_seed(self.seed),
             collate_fn=self.collate,

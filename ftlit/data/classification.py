@@ -104,11 +104,18 @@ class ClassificationDataModule(TaskDataModule):
         to_name = _label_text(ds.features[self.label_column]) if self.label_column in ds.column_names else None
         has_labels = split != "predict" and to_name is not None
 
+        # Locals only: datasets pickles the function to fingerprint it, and `self` reaches the trainer and model.
+        tokenizer, columns, max_length, label_column = (
+            self.tokenizer,
+            self.text_columns,
+            self.max_length,
+            self.label_column,
+        )
+
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            texts = [batch[c] for c in self.text_columns]
-            out = self.tokenizer(*texts, truncation=True, max_length=self.max_length)
+            out = tokenizer(*[batch[c] for c in columns], truncation=True, max_length=max_length)
             if has_labels:
-                out["labels"] = [label2id[to_name(v)] for v in batch[self.label_column]]
+                out["labels"] = [label2id[to_name(v)] for v in batch[label_column]]
             return out
 
         return ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {split}")

@@ -2,5 +2,6 @@
 
 from ftlit.models.base import FineTuneModule
 from ftlit.models.sequence_classification import SequenceClassifier
+from ftlit.models.token_classification import TokenClassifier
 
-__all__ = ["FineTuneModule", "SequenceClassifier"]
+__all__ = ["FineTuneModule", "SequenceClassifier", "TokenClassifier"]

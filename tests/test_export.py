@@ -1,0 +1,245 @@
+"""`ftlit export`: a checkpoint becomes a Hugging Face folder that transformers loads offline, with the same outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from conftest import cli_args, toy_rows, write_jsonl
+from ftlit import export as export_module
+from ftlit.cli import FtlitCLI
+from ftlit.errors import ConfigError
+from ftlit.export import export, main
+
+# Texts of different lengths, so ftlit's padded batches and the pipeline's single rows are compared.
+TEXTS = [r["text"] for r in toy_rows(10, 7)] + ["good", "the plot was boring", "a very lovely and superb movie ."]
+
+# Only the adapters and the head train: LoRA needs a longer, faster fit for outputs that vary by text.
+LORA_FIT = ["--trainer.max_epochs=3", "--model.learning_rate=3e-2"]
+
+
+def fit_and_predict(backbone: str, data: dict[str, str], root: Path, *extra: str) -> list[dict]:
+    """Fit briefly, then `ftlit predict --ckpt_path last` on TEXTS; return predictions.jsonl's rows.
+
+    A high constant learning rate, so that two epochs give outputs that clearly vary by text.
+    """
+    predict = write_jsonl(root.parent / f"{root.name}-predict.jsonl", [{"text": t} for t in TEXTS])
+    fast = ["--trainer.max_epochs=2", "--model.scheduler=constant", "--model.learning_rate=1e-2"]
+    args = cli_args(backbone, {**data, "predict_file": str(predict)}, root, *fast, *extra)
+    FtlitCLI(args=["fit", *args])
+    FtlitCLI(args=["predict", *args, "--ckpt_path=last"])
+    return [json.loads(line) for line in (root / "predictions.jsonl").read_text().splitlines()]
+
+
+def assert_pipeline_matches(folder: Path, predictions: list[dict]) -> None:
+    """transformers' own pipeline on the exported folder gives ftlit's labels and probabilities."""
+    classify = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")
+    for text, expected, got in zip(TEXTS, predictions, classify(TEXTS), strict=True):
+        probs = {row["label"]: row["score"] for row in got}
+        assert max(probs, key=probs.get) == expected["label"], text
+        assert [probs["neg"], probs["pos"]] == pytest.approx(expected["probs"], abs=1e-4), text
+    # The comparison means something: outputs differ by text, and are far enough from 0.5 that a swapped
+    # id2label would fail it.
+    pos = [p["probs"][1] for p in predictions]
+    assert max(pos) - min(pos) > 0.05 and min(abs(p - 0.5) for p in pos) > 1e-3, pos
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tmp_path_factory) -> dict:
+    """One fit shared by the tests below, from a copy of the tiny model that is deleted before any export."""
+    tmp = tmp_path_factory.mktemp("export")
+    model_dir = Path(shutil.copytree(tiny_bert, tmp / "model-to-delete"))
+    data = {  # the rows of conftest's toy_data, which is per test: this fixture is per module
+        "train_file": str(write_jsonl(tmp / "train.jsonl", toy_rows(96, 0))),
+        "validation_file": str(write_jsonl(tmp / "validation.jsonl", toy_rows(40, 1))),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTLIT_CACHE", str(tmp / "cache"))
+        predictions = fit_and_predict(str(model_dir), data, tmp / "run")
+    shutil.rmtree(model_dir)
+    ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
+    out = export(str(ckpt), str(tmp / "hf"))
+    return {"ckpt": ckpt, "out": out, "predictions": predictions, "model_dir": model_dir, "tmp": tmp}
+
+
+def test_pipeline_loads_the_export_offline_and_matches_ftlit_predictions(trained):
+    assert not trained["model_dir"].exists()  # the original backbone folder is gone: all came from the checkpoint
+    assert_pipeline_matches(trained["out"], trained["predictions"])
+
+
+def test_folder_has_safetensors_only_and_the_label_names(trained):
+    out = trained["out"]
+    files = {p.name for p in out.iterdir()}
+    assert "model.safetensors" in files and "config.json" in files
+    assert "pytorch_model.bin" not in files and not any(name.endswith(".bin") for name in files)
+    assert {"tokenizer.json", "tokenizer_config.json"} <= files
+    config = AutoConfig.from_pretrained(out)
+    assert config.id2label == {0: "neg", 1: "pos"}
+    assert config.label2id == {"neg": 0, "pos": 1}
+    assert config.architectures == ["BertForSequenceClassification"]
+    # No leftovers of the atomic write beside the folder.
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_exported_weights_equal_the_checkpoint(trained):
+    state = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)["state_dict"]
+    saved = load_file(trained["out"] / "model.safetensors")
+    expected = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    assert set(saved) <= set(expected)
+    for key, value in saved.items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_lora_export_is_a_plain_merged_model(tiny_bert, toy_data, tmp_path):
+    pytest.importorskip("peft")
+    root = tmp_path / "run"
+    predictions = fit_and_predict(tiny_bert, toy_data, root, "--model.lora_rank=4", *LORA_FIT)
+    out = export(str(root / "checkpoints" / "last.ckpt"), str(tmp_path / "hf"))
+
+    files = {p.name for p in out.iterdir()}
+    assert "model.safetensors" in files and not {"adapter_config.json", "adapter_model.safetensors"} & files
+    saved = load_file(out / "model.safetensors")
+    assert not [k for k in saved if "lora_" in k or "base_layer" in k or "modules_to_save" in k]
+    plain = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(out))
+    assert set(saved) == set(plain.state_dict())
+    # The adapters were folded in: the merged query weights moved away from the pretrained ones.
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    pretrained = load_file(Path(tiny_bert) / "model.safetensors")
+    assert not torch.equal(saved[query], pretrained[query.removeprefix("bert.")])
+    assert_pipeline_matches(out, predictions)
+
+
+def test_onnx_export_matches_ftlit_predictions(trained):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = export(str(trained["ckpt"]), str(trained["tmp"] / "onnx"), onnx=True)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    expected = [p["probs"] for p in trained["predictions"]]
+    # One padded batch of all texts, then batches of one: batch and sequence axes are both dynamic.
+    batches = [list(range(len(TEXTS)))] + [[i] for i in range(3)]
+    for rows in batches:
+        enc = tokenizer([TEXTS[i] for i in rows], padding=True, return_tensors="np")
+        (logits,) = session.run(["logits"], {n: enc[n] for n in names})
+        probs = torch.from_numpy(logits).softmax(-1).tolist()
+        for i, got in zip(rows, probs, strict=True):
+            assert got == pytest.approx(expected[i], abs=1e-4), TEXTS[i]
+    # The plain export files are there too.
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_onnx_without_its_packages_is_a_clear_error_before_any_work(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "find_spec", lambda name: None if name == "onnxscript" else object())
+    with pytest.raises(ConfigError, match="onnx: ONNX export needs onnxscript: pip install onnxscript"):
+        export(str(trained["ckpt"]), str(tmp_path / "hf"), onnx=True)
+    assert not (tmp_path / "hf").exists()
+
+
+def run_main(args: list[str], capsys) -> str:
+    """Run `ftlit export` through main, expect exit code 2 and return its single stderr line."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_existing_folder_needs_overwrite_and_is_replaced_whole(trained, tmp_path, capsys):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    err = run_main([f"--ckpt_path={trained['ckpt']}", f"--out={out}"], capsys)
+    assert err == f"ftlit: error: out: '{out}' exists and is not empty: pass --overwrite or another folder"
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+    main([f"--ckpt_path={trained['ckpt']}", f"--out={out}", "--overwrite"])
+    files = {p.name for p in out.iterdir()}
+    assert "keep.txt" not in files and "model.safetensors" in files
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temp or old folders left beside it
+    assert "ftlit: exported" in capsys.readouterr().out
+
+    # An empty folder is fine without --overwrite.
+    (tmp_path / "empty").mkdir()
+    assert (export(str(trained["ckpt"]), str(tmp_path / "empty")) / "model.safetensors").is_file()
+
+
+def test_overwrite_never_deletes_the_run_holding_the_checkpoint(trained, capsys):
+    run = trained["ckpt"].parent.parent
+    err = run_main([f"--ckpt_path={trained['ckpt']}", f"--out={run}", "--overwrite"], capsys)
+    assert err.startswith("ftlit: error: out:") and "holds the checkpoint" in err
+    assert trained["ckpt"].is_file()
+
+
+def test_a_crash_mid_export_leaves_no_half_folder(trained, tmp_path, monkeypatch):
+    def crash(self, folder, *args, **kwargs):
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_module.PreTrainedModel, "save_pretrained", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(str(trained["ckpt"]), str(tmp_path / "new"))
+    assert list(tmp_path.iterdir()) == []
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "keep.txt").write_text("previous export")
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(str(trained["ckpt"]), str(old), overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["old"]
+    assert (old / "keep.txt").read_text() == "previous export"
+
+
+def test_missing_foreign_and_truncated_checkpoints_are_one_line_errors(trained, tmp_path, capsys):
+    out = tmp_path / "hf"
+    missing = tmp_path / "nope.ckpt"
+    err = run_main(["--ckpt_path", str(missing), "--out", str(out)], capsys)
+    assert err == f"ftlit: error: ckpt_path: checkpoint '{missing}' does not exist"
+
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "epoch": 0}, foreign)
+    err = run_main(["--ckpt_path", str(foreign), "--out", str(out)], capsys)
+    assert err == f"ftlit: error: ckpt_path: '{foreign}' is not an ftlit checkpoint"
+
+    truncated = tmp_path / "truncated.ckpt"
+    data = trained["ckpt"].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    err = run_main(["--ckpt_path", str(truncated), "--out", str(out)], capsys)
+    assert err.startswith(f"ftlit: error: ckpt_path: '{truncated}' is not a readable checkpoint")
+    assert not out.exists()
+
+
+def test_model_class_comes_from_the_checkpoint(trained, tmp_path):
+    ckpt = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)
+    for class_path, problem in (
+        ("ftlit.models.NoSuchTask", "which cannot be imported here"),
+        ("torch.nn.Linear", "which is not an ftlit task model"),
+    ):
+        ckpt["hyper_parameters"]["_class_path"] = class_path
+        torch.save(ckpt, tmp_path / "other.ckpt")
+        with pytest.raises(ConfigError, match=f"ckpt_path: .* holds a {class_path}, {problem}"):
+            export(str(tmp_path / "other.ckpt"), str(tmp_path / "hf"))
+    # A checkpoint of a model built in Python (no class path saved by the CLI) is a SequenceClassifier.
+    del ckpt["hyper_parameters"]["_class_path"]
+    torch.save(ckpt, tmp_path / "plain.ckpt")
+    out = export(str(tmp_path / "plain.ckpt"), str(tmp_path / "hf"))
+    assert load_file(out / "model.safetensors").keys() == load_file(trained["out"] / "model.safetensors").keys()
+
+
+def test_help_documents_every_argument(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "usage: ftlit export --ckpt_path CKPT_PATH --out OUT" in help_text
+    for doc in ("Checkpoint written by", "Folder to create", "Replace an existing", "Also write ``model.onnx``"):
+        assert doc in help_text

@@ -1,0 +1,60 @@
+"""Speed options: length-grouped batching and torch.compile wiring."""
+
+from __future__ import annotations
+
+import torch
+
+from conftest import toy_rows, write_jsonl
+from ftlit.data import ClassificationDataModule
+from ftlit.data.samplers import LengthGroupedSampler
+from ftlit.models import SequenceClassifier
+
+
+def test_length_grouped_batches_are_homogeneous_random_and_sharded():
+    lengths = [(i * 37) % 101 + 1 for i in range(400)]
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, mega=5)
+    batches = sampler.batches()
+    assert sorted(i for b in batches for i in b) == list(range(400))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    shuffled = [list(range(400))[i : i + 8] for i in range(0, 400, 8)]
+    random_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in shuffled) / len(shuffled)
+    assert spread < 0.5 * random_spread  # far less padding than unsorted batches
+    again = LengthGroupedSampler(lengths, batch_size=8, seed=3, mega=5).batches()
+    assert again == batches  # a pure function of (seed, epoch): resumable
+    sampler.set_epoch(1)
+    assert sampler.batches() != batches
+    ranks = [list(LengthGroupedSampler(lengths, 8, seed=3, num_replicas=2, rank=r, mega=5)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 200
+    assert set(ranks[0]).isdisjoint(ranks[1])
+
+
+def test_group_by_length_reaches_the_train_loader(tiny_bert, tmp_path):
+    rows = toy_rows(64, 0)
+    dm = ClassificationDataModule(
+        tokenizer=tiny_bert,
+        train_file=str(write_jsonl(tmp_path / "t.jsonl", rows)),
+        val_fraction=0,
+        batch_size=8,
+        group_by_length=True,
+    )
+    dm.prepare_data()
+    dm.setup()
+    widths = [b["input_ids"].shape[1] for b in dm.train_dataloader()]
+    plain = ClassificationDataModule(
+        tokenizer=tiny_bert, train_file=str(tmp_path / "t.jsonl"), val_fraction=0, batch_size=8
+    )
+    plain.prepare_data()
+    plain.setup()
+    assert sum(widths) < sum(b["input_ids"].shape[1] for b in plain.train_dataloader())
+
+
+def test_compile_wraps_the_forward_and_keeps_checkpoint_names(tiny_bert):
+    model = SequenceClassifier(backbone=tiny_bert, label_names=["neg", "pos"], compile=True)
+    names = list(model.state_dict())
+    model.configure_model()
+    assert hasattr(model.model.forward, "_torchdynamo_orig_callable")
+    assert list(model.state_dict()) == names
+    plain = SequenceClassifier(backbone=tiny_bert, label_names=["neg", "pos"])
+    plain.configure_model()
+    assert not hasattr(plain.model.forward, "_torchdynamo_orig_callable")
+    assert isinstance(plain.model.forward.__self__, torch.nn.Module)
