@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from importlib.util import find_spec
+from typing import TypeVar
 
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -14,6 +16,8 @@ from ftlit.callbacks import PredictionWriter
 from ftlit.data.base import TaskDataModule
 from ftlit.errors import ConfigError, TrainingError
 from ftlit.models.base import FineTuneModule, read_checkpoint
+
+T = TypeVar("T")
 
 
 class FtlitCLI(LightningCLI):
@@ -114,16 +118,10 @@ def _config_error(err: BaseException | None) -> ConfigError | None:
     return err
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``ftlit`` and ``python -m ftlit``; bad input exits with one line naming the field."""
-    argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["export"]:
-        from ftlit.export import main as export_main  # imported here: ftlit.export imports ftlit.cli
-
-        export_main(argv[1:])
-        return
+def report_errors(run: Callable[[], T]) -> T:
+    """Return ``run()``; bad input exits with one line naming the field (code 2), a failed run with its reason (1)."""
     try:
-        FtlitCLI(args=args)
+        return run()
     except TrainingError as err:
         print(f"ftlit: error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -133,3 +131,14 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"ftlit: error: {config_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``ftlit`` and ``python -m ftlit``; bad input exits with one line naming the field."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["export"]:
+        from ftlit.export import main as export_main  # imported here: ftlit.export imports ftlit.cli
+
+        export_main(argv[1:])
+        return
+    report_errors(lambda: FtlitCLI(args=args))

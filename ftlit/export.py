@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import sys
 import uuid
 import warnings
 from importlib.util import find_spec
@@ -208,15 +207,12 @@ def _arg_docs() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ftlit export``; bad input exits with one line naming the field (exit code 2)."""
-    from ftlit.cli import _config_error  # here, not at the top: ftlit.cli dispatches to this module
+    from ftlit.cli import report_errors  # here, not at the top: ftlit.cli dispatches to this module
 
     config = build_parser().parse_args(argv)
-    try:
-        folder = export(config.ckpt_path, config.out, overwrite=config.overwrite, onnx=config.onnx)
-    except ValueError as err:
-        config_error = _config_error(err)
-        if config_error is None:
-            raise
-        print(f"ftlit: error: {config_error}", file=sys.stderr)
-        sys.exit(2)
+    folders: list[Path] = []
+    report_errors(
+        lambda: folders.append(export(config.ckpt_path, config.out, overwrite=config.overwrite, onnx=config.onnx))
+    )
+    folder = folders[0]
     print(f"ftlit: exported {config.ckpt_path} to {folder}")

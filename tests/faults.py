@@ -32,4 +32,3 @@ class PoisonAt(pl.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(math.nan)
-
