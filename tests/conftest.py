@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,14 @@ def read_metrics(root: Path) -> list[dict[str, str]]:
 
 def column(rows: list[dict[str, str]], key: str) -> list[float]:
     return [float(r[key]) for r in rows if r.get(key)]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def quickstart_data() -> Path:
+    """The real quickstart data, fetched by the documented set-up step (it skips itself when the files exist)."""
+    data = REPO / "data" / "quickstart"
+    subprocess.run(["bash", str(REPO / "configs" / "quickstart" / "get_data.sh"), str(data)], check=True)
+    return data

