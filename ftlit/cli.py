@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -68,11 +69,27 @@ class FtlitCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_task_pair(config.model.class_path, config.data.class_path)
         config.checkpoint.dirpath = checkpoint_dir(config)
         if not config.trainer.plugins:
             config.trainer.plugins = [Namespace(class_path="ftlit.checkpoint_io.AtomicCheckpointIO")]
         if config.trainer.logger in (None, True):
             config.trainer.logger = default_loggers(config.trainer.default_root_dir or os.getcwd())
+
+
+def _import(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def check_task_pair(model_path: str, data_path: str) -> None:
+    """Refuse a model with another task's data module (e.g. NER data under a sequence classifier)."""
+    wanted = _import(model_path).data_class
+    if not issubclass(_import(data_path), _import(wanted)):
+        raise ConfigError(
+            "data.class_path",
+            f"{model_path.rpartition('.')[2]} trains on {wanted}, not {data_path}: pick the matching pair",
+        )
 
 
 def checked_labels(data: TaskDataModule) -> list[str] | None:

@@ -136,3 +136,9 @@ def test_checkpoint_with_other_labels_or_task(tiny_bert, toy_data, tmp_path, cap
     with pytest.raises(SystemExit):
         main(["test", *cli_args(tiny_bert, toy_data, root), f"--ckpt_path={tmp_path / 'other.ckpt'}"])
     assert "holds a ftlit.models.TokenClassifier, but model.class_path is" in capsys.readouterr().err
+
+
+def test_data_module_of_another_task(tiny_bert, toy_data, tmp_path, capsys):
+    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--data=ftlit.data.TokenClassificationDataModule")
+    assert err.startswith("ftlit: error: data.class_path: SequenceClassifier trains on ftlit.data.ClassificationData")
+    assert err.endswith("not ftlit.data.TokenClassificationDataModule: pick the matching pair")

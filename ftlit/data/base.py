@@ -85,7 +85,7 @@ class TaskDataModule(pl.LightningDataModule):
         if dataset is None and train_file is None and predict_file is None:
             raise ConfigError("data.train_file", "no data given: set train_file (local) or dataset (Hub name)")
         if dataset is not None and any((train_file, validation_file, test_file)):
-            raise ConfigError("data.dataset", "give either a Hub dataset or local files, not both")
+            raise ConfigError("data.dataset", "give either a Hub dataset or local labelled files, not both")
         for name, value in (("batch_size", batch_size), ("max_length", max_length)):
             if value < 1:
                 raise ConfigError(f"data.{name}", f"must be a positive integer, got {value}")
@@ -129,6 +129,20 @@ class TaskDataModule(pl.LightningDataModule):
         """Pad a list of encoded rows into a batch."""
         raise NotImplementedError
 
+    def load_file(self, path: str, field: str) -> datasets.Dataset:
+        """Read one local split; a task with its own file format (CoNLL, SQuAD JSON) reads it here.
+
+        Args:
+            path: The file.
+            field: Config field named in errors (e.g. ``data.train_file``).
+        """
+        return sources.load_file(path, field)
+
+    @property
+    def label_names(self) -> list[str] | None:
+        """Label names in id order, linked into the model; ``None`` for tasks without a label set."""
+        return None
+
     # --- shared machinery -----------------------------------------------------------------------------------
 
     @cached_property
@@ -146,8 +160,11 @@ class TaskDataModule(pl.LightningDataModule):
         """The untokenized splits, with validation carved from train when none was given (not yet checked)."""
         if self.dataset is not None:
             splits = sources.load_hub(self.dataset, self.dataset_config, self.hub_splits)
+            # Predicting local inputs with a model trained on a Hub dataset: the predict file is read beside it.
+            if self.files["predict"] is not None and "predict" not in splits:
+                splits["predict"] = self.load_file(self.files["predict"], "data.predict_file")
         else:
-            splits = {s: sources.load_file(f, f"data.{s}_file") for s, f in self.files.items() if f is not None}
+            splits = {s: self.load_file(f, f"data.{s}_file") for s, f in self.files.items() if f is not None}
         if "train" in splits and "validation" not in splits and self.val_fraction > 0:
             parts = splits["train"].train_test_split(test_size=self.val_fraction, seed=self.seed)
             splits["train"], splits["validation"] = parts["train"], parts["test"]
@@ -165,10 +182,9 @@ class TaskDataModule(pl.LightningDataModule):
 
     def cache_key(self) -> str:
         """Hash of everything that determines the tokenized splits."""
+        source: Any = {s: sources.file_fingerprint(f) for s, f in self.files.items() if f is not None}
         if self.dataset is not None:
-            source: Any = {"hub": self.dataset, "config": self.dataset_config, "splits": self.hub_splits}
-        else:
-            source = {s: sources.file_fingerprint(f) for s, f in self.files.items() if f is not None}
+            source["hub"] = {"name": self.dataset, "config": self.dataset_config, "splits": self.hub_splits}
         # The tokenizer's full definition, minus the truncation/padding state that encoding itself changes.
         spec = json.loads(self.tokenizer.backend_tokenizer.to_str())
         spec.pop("truncation", None), spec.pop("padding", None)

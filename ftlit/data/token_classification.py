@@ -20,7 +20,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from transformers import DataCollatorForTokenClassification
 
-from ftlit.data import sources
 from ftlit.data.base import TaskDataModule
 from ftlit.errors import ConfigError
 from ftlit.metrics.span_f1 import IGNORE_INDEX, split_tag
@@ -29,8 +28,6 @@ CONLL_SUFFIXES = (".conll", ".txt")
 # Batch keys of the predict split that are not model inputs (see ``TokenClassifier.target_keys``).
 WORD_IDS, WORD_SPANS, TEXT = "word_ids", "word_spans", "text"
 _WORD = re.compile(r"\S+")
-# ``sources.load_file`` itself: ``raw`` swaps the module attribute while it runs, this stays the reader to call.
-_load_file = sources.load_file
 
 
 def read_conll(path: str, field: str, tag_column: int | None, tokens_column: str, tags_column: str) -> datasets.Dataset:
@@ -104,6 +101,37 @@ def _tag_names(feature: Any) -> Callable[[list], list[str | None]]:
     return lambda row: [None if v is None else str(v) for v in row]
 
 
+def align_labels(word_ids: list[int | None], tag_ids: list[int], inside: list[int] | None) -> list[int]:
+    """Per-token label ids for one sentence, from its per-word tag ids (as ``run_ner.py`` aligns them).
+
+    Args:
+        word_ids: The word of each token (``None`` for special tokens), from ``BatchEncoding.word_ids``.
+        tag_ids: Tag id of each word.
+        inside: To label every sub-token: for each tag id, the id of its ``I-`` form (``B-X`` -> ``I-X``), given to
+            a word's continuation sub-tokens. ``None`` labels the first sub-token only.
+
+    Returns:
+        The word's tag id on its first sub-token, -100 (ignored) on special tokens, and on continuation sub-tokens
+        -100 or the ``inside`` form of the word's tag.
+    """
+    labels, previous = [], None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORE_INDEX)
+        elif word != previous:
+            labels.append(tag_ids[word])
+        else:
+            labels.append(IGNORE_INDEX if inside is None else inside[tag_ids[word]])
+        previous = word
+    return labels
+
+
+def inside_tags(names: list[str]) -> list[int]:
+    """For each tag id, the id of its ``I-`` form (``B-X`` -> ``I-X`` where ``I-X`` exists), else itself."""
+    index = {name: i for i, name in enumerate(names)}
+    return [index.get(f"I-{name[2:]}", i) if name.startswith("B-") else i for i, name in enumerate(names)]
+
+
 def _is_word_list(feature: Any) -> bool:
     inner = getattr(feature, "feature", None)
     return isinstance(inner, datasets.Value) and inner.dtype in ("string", "large_string")
@@ -159,26 +187,9 @@ class TokenClassificationDataModule(TaskDataModule):
             field: Config field named in errors.
         """
         if Path(path).suffix.lower() not in CONLL_SUFFIXES:
-            return _load_file(path, field)
+            return super().load_file(path, field)
         tag_column = None if field == "data.predict_file" else self.tag_column
         return read_conll(path, field, tag_column, self.tokens_column, self.tags_column)
-
-    @cached_property
-    def raw(self) -> dict[str, datasets.Dataset]:
-        """The untokenized splits; as ``TaskDataModule.raw``, with CoNLL files read by ``load_file``."""
-        # The base reads every file through ``sources.load_file``, which knows no CoNLL: route it through
-        # ``self.load_file`` while the base builds the splits (validation carving included), then restore it.
-        # A stopgap until the base has a ``load_file`` hook (data modules are set up in one thread).
-        previous, sources.load_file = sources.load_file, self.load_file
-        try:
-            splits = TaskDataModule.raw.func(self)
-        finally:
-            sources.load_file = previous
-        # The base reads no local file beside a Hub dataset, but predicting raw text with a model trained on a Hub
-        # dataset (configs/ner.yaml) needs the predict file.
-        if self.dataset is not None and self.files["predict"] is not None and "predict" not in splits:
-            splits["predict"] = self.load_file(self.files["predict"], "data.predict_file")
-        return splits
 
     # --- labels and checks ----------------------------------------------------------------------------------
 
@@ -269,8 +280,6 @@ class TokenClassificationDataModule(TaskDataModule):
             )
 
     def cache_fields(self) -> dict[str, Any]:
-        # The base keys a Hub source by its name only: a predict file read beside it (see ``raw``) must count too.
-        hub_predict = self.files["predict"] if self.dataset is not None else None
         return {
             "tokens": self.tokens_column,
             "tags": self.tags_column,
@@ -278,39 +287,9 @@ class TokenClassificationDataModule(TaskDataModule):
             "tag_column": self.tag_column,
             "labels": self.label_names,
             "label_all_subtokens": self.label_all_subtokens,
-            "hub_predict_file": sources.file_fingerprint(hub_predict) if hub_predict else None,
         }
 
     # --- encoding -------------------------------------------------------------------------------------------
-
-    def align_labels(self, word_ids: list[int | None], tag_ids: list[int]) -> list[int]:
-        """Per-token label ids for one sentence, from its per-word tag ids (as ``run_ner.py`` aligns them).
-
-        Args:
-            word_ids: The word of each token (``None`` for special tokens), from ``BatchEncoding.word_ids``.
-            tag_ids: Tag id of each word.
-
-        Returns:
-            The word's tag id on its first sub-token and -100 (ignored) on special tokens; on continuation
-            sub-tokens -100, or with ``label_all_subtokens`` the word's tag with ``B-`` turned into ``I-``.
-        """
-        labels, previous = [], None
-        for word in word_ids:
-            if word is None:
-                labels.append(IGNORE_INDEX)
-            elif word != previous:
-                labels.append(tag_ids[word])
-            else:
-                labels.append(self._inside[tag_ids[word]] if self.label_all_subtokens else IGNORE_INDEX)
-            previous = word
-        return labels
-
-    @cached_property
-    def _inside(self) -> list[int]:
-        """For each tag id, the id of its ``I-`` form (``B-X`` -> ``I-X`` where ``I-X`` exists), else itself."""
-        names = self.label_names
-        index = {name: i for i, name in enumerate(names)}
-        return [index.get(f"I-{name[2:]}", i) if name.startswith("B-") else i for i, name in enumerate(names)]
 
     def _warn_truncated(self, split: str, count: int, total: int) -> None:
         if count:
@@ -324,16 +303,22 @@ class TokenClassificationDataModule(TaskDataModule):
             return self._encode_text(ds)
         tag_id = {name: i for i, name in enumerate(self.label_names)}
         to_names = _tag_names(ds.features[self.tags_column])
+        inside = inside_tags(self.label_names) if self.label_all_subtokens else None
+        # Locals only: datasets pickles the function to fingerprint it, and `self` reaches the trainer and model.
+        tokenizer, max_length, tokens_column, tags_column = (
+            self.tokenizer,
+            self.max_length,
+            self.tokens_column,
+            self.tags_column,
+        )
         truncated = 0
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
             nonlocal truncated
-            out = self.tokenizer(
-                batch[self.tokens_column], is_split_into_words=True, truncation=True, max_length=self.max_length
-            )
+            out = tokenizer(batch[tokens_column], is_split_into_words=True, truncation=True, max_length=max_length)
             out["labels"] = [
-                self.align_labels(out.word_ids(i), [tag_id[t] for t in to_names(tags)])
-                for i, tags in enumerate(batch[self.tags_column])
+                align_labels(out.word_ids(i), [tag_id[t] for t in to_names(tags)], inside)
+                for i, tags in enumerate(batch[tags_column])
             ]
             truncated += sum(bool(e.overflowing) for e in out.encodings)
             return out
@@ -352,14 +337,20 @@ class TokenClassificationDataModule(TaskDataModule):
     def _encode_text(self, ds: datasets.Dataset) -> datasets.Dataset:
         """Raw text split at whitespace, tokenized as words; keeps each token's word and each word's characters."""
         has_text = self.text_column in ds.column_names
+        tokenizer, max_length, text_column, tokens_column = (
+            self.tokenizer,
+            self.max_length,
+            self.text_column,
+            self.tokens_column,
+        )
         truncated = 0
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
             nonlocal truncated
-            texts = batch[self.text_column] if has_text else [" ".join(w) for w in batch[self.tokens_column]]
+            texts = batch[text_column] if has_text else [" ".join(w) for w in batch[tokens_column]]
             spans = [word_spans(t) for t in texts]
             words = [[t[a:b] for a, b in s] for t, s in zip(texts, spans, strict=True)]
-            out = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.max_length)
+            out = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
             # -1 marks special tokens: the column must be one integer type for Arrow.
             out[WORD_IDS] = [[-1 if w is None else w for w in out.word_ids(i)] for i in range(len(texts))]
             out[WORD_SPANS] = [[list(span) for span in s] for s in spans]

@@ -63,6 +63,8 @@ class FineTuneModule(pl.LightningModule):
     """Shared base of the task models. A subclass names its ``auto_class`` and says how to fit the config."""
 
     auto_class: Any = None  # e.g. transformers.AutoModelForSequenceClassification
+    # The data module class this task trains on (checked by the CLI before anything is built).
+    data_class: str = "ftlit.data.TaskDataModule"
 
     def __init__(
         self,
@@ -143,6 +145,17 @@ class FineTuneModule(pl.LightningModule):
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
         """Adapt the pretrained config to the task (number of labels, head dropout)."""
+        return config
+
+    def configure_labels(self, config: PretrainedConfig) -> PretrainedConfig:
+        """Give ``config`` the task's label set (``num_labels``, ``id2label``, ``label2id``) and head dropout."""
+        if not self.label_names or len(self.label_names) < 2:
+            raise ConfigError("model.label_names", f"need at least 2 labels, got {self.label_names}: check the data")
+        config.num_labels = len(self.label_names)
+        config.id2label = dict(enumerate(self.label_names))
+        config.label2id = {name: i for i, name in enumerate(self.label_names)}
+        if self.hparams.head_dropout is not None:
+            config.classifier_dropout = self.hparams.head_dropout
         return config
 
     def build_metrics(self) -> MetricCollection:

@@ -17,6 +17,7 @@ class SequenceClassifier(FineTuneModule):
     """Single-label classification of a text or text pair (SST-2, MRPC, MNLI, sentiment, topics)."""
 
     auto_class = AutoModelForSequenceClassification
+    data_class = "ftlit.data.ClassificationDataModule"
 
     def __init__(
         self,
@@ -53,14 +54,8 @@ class SequenceClassifier(FineTuneModule):
         return MetricCollection(metrics)
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
-        if not self.label_names or len(self.label_names) < 2:
-            raise ConfigError("model.label_names", f"need at least 2 labels, got {self.label_names}: check the data")
-        config.num_labels = len(self.label_names)
-        config.id2label = dict(enumerate(self.label_names))
-        config.label2id = {name: i for i, name in enumerate(self.label_names)}
+        config = self.configure_labels(config)
         config.problem_type = "single_label_classification"
-        if self.hparams.head_dropout is not None:
-            config.classifier_dropout = self.hparams.head_dropout
         return config
 
     def on_fit_start(self) -> None:

@@ -18,7 +18,6 @@ from ftlit.data.token_classification import TEXT, WORD_IDS, WORD_SPANS
 from ftlit.errors import ConfigError
 from ftlit.metrics.span_f1 import IGNORE_INDEX, SpanF1, extract_entities
 from ftlit.models.base import FineTuneModule
-from ftlit.models.sequence_classification import SequenceClassifier
 
 # SpanF1's micro scores; per entity type they are suffixed, e.g. ``f1_PER``.
 _MICRO = ("precision", "recall", "f1")
@@ -48,6 +47,7 @@ class TokenClassifier(FineTuneModule):
     """Per-token tagging, scored on entities: named-entity recognition (CoNLL-2003, WNUT, OntoNotes)."""
 
     auto_class = AutoModelForTokenClassification
+    data_class = "ftlit.data.TokenClassificationDataModule"
     # Predict batches carry each token's word and each word's characters, for entity offsets: not model inputs.
     target_keys = ("labels", WORD_IDS, WORD_SPANS, TEXT)
 
@@ -65,11 +65,7 @@ class TokenClassifier(FineTuneModule):
         self.val_metrics = self.build_metrics(per_type=False).clone(prefix="val/")
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
-        # The label set-up (num_labels, id2label, label2id, head dropout) is the sequence classifier's; it also
-        # marks the config single-label, which does not apply to a token classifier.
-        config = SequenceClassifier.configure_backbone(self, config)
-        config.problem_type = None
-        return config
+        return self.configure_labels(config)
 
     def build_metrics(self, per_type: bool = True) -> MetricCollection:
         """Entity precision, recall and F1 (micro), and per entity type (``f1_PER``, ...) unless ``per_type`` is off.
