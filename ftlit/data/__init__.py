@@ -1,7 +1,16 @@
 """Task data modules: tokenization, caching and batching for each task family."""
 
 from ftlit.data.base import TaskDataModule
-from ftlit.data.classification import ClassificationDataModule
+from ftlit.data.classification import ClassificationDataModule, TextDataModule
+from ftlit.data.multi_label import MultiLabelDataModule
+from ftlit.data.regression import RegressionDataModule
 from ftlit.data.token_classification import TokenClassificationDataModule
 
-__all__ = ["ClassificationDataModule", "TaskDataModule", "TokenClassificationDataModule"]
+__all__ = [
+    "ClassificationDataModule",
+    "MultiLabelDataModule",
+    "RegressionDataModule",
+    "TextDataModule",
+    "TaskDataModule",
+    "TokenClassificationDataModule",
+]

@@ -1,8 +1,13 @@
-"""Sequence classification data: one text or a text pair per row, one label."""
+"""Sequence classification data: one text or a text pair per row, one label.
+
+``TextDataModule`` holds what the text-in, one-target-out tasks share (text columns, tokenization, padding);
+regression and multi-label classification build on it in their own modules.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -13,6 +18,9 @@ from transformers import DataCollatorWithPadding
 from ftlit.data.base import TaskDataModule
 from ftlit.errors import ConfigError
 
+# Turns a batch of raw rows (``{column: values}``) into one target per row.
+TargetEncoder = Callable[[dict[str, list]], list]
+
 
 def _label_text(feature: Any):
     """A function mapping a raw label value to its name (ClassLabel ints become their names)."""
@@ -21,7 +29,7 @@ def _label_text(feature: Any):
     return lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
-def _sort_names(names: set[str]) -> list[str]:
+def sort_names(names: set[str]) -> list[str]:
     """Sorted label names; integer-like names sort numerically (``2`` before ``10``)."""
     try:
         return sorted(names, key=int)
@@ -29,35 +37,91 @@ def _sort_names(names: set[str]) -> list[str]:
         return sorted(names)
 
 
-class ClassificationDataModule(TaskDataModule):
-    """Text (or text-pair) classification from local files or a Hub dataset."""
+def column_error(field: str, column: str, split: str, ds: datasets.Dataset) -> ConfigError:
+    """A missing-column error that lists the columns the split does have."""
+    return ConfigError(field, f"column '{column}' not in the {split} split (columns: {', '.join(ds.column_names)})")
 
-    def __init__(
-        self,
-        text_column: str = "text",
-        text_pair_column: str | None = None,
-        label_column: str = "label",
-        labels: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+
+class TextDataModule(TaskDataModule):
+    """Shared base of the text classification variants: one text (or a pair) per row, and a target."""
+
+    def __init__(self, text_column: str = "text", text_pair_column: str | None = None, **kwargs: Any) -> None:
         """
         Args:
             text_column: Column holding the input text.
-            text_pair_column: Second text column for sentence-pair tasks (MRPC, RTE, NLI); none for single text.
-            label_column: Column holding the label (string or integer).
-            labels: Label names in id order; by default discovered from the train split, sorted.
+            text_pair_column: Second text column for sentence-pair tasks (MRPC, STS-B, NLI); none for single text.
             **kwargs: Shared data options (files, Hub dataset, batch sizes, ...): see ``TaskDataModule``.
         """
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.text_column = text_column
         self.text_pair_column = text_pair_column
-        self.label_column = label_column
-        self.given_labels = labels
 
     @property
     def text_columns(self) -> list[str]:
         return [c for c in (self.text_column, self.text_pair_column) if c is not None]
+
+    # --- what a variant supplies ----------------------------------------------------------------------------
+
+    def check_targets(self, split: str, ds: datasets.Dataset) -> None:
+        """Raise a ConfigError if a labelled split's targets are missing or invalid."""
+        raise NotImplementedError
+
+    def target_encoder(self, ds: datasets.Dataset) -> TargetEncoder:
+        """A function from a batch of raw rows to their encoded targets; it must not reference ``self``."""
+        raise NotImplementedError
+
+    def target_fields(self) -> dict[str, Any]:
+        """Target settings that change the encoded data (folded into the cache key)."""
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------------------------------
+
+    def check_split(self, split: str, ds: datasets.Dataset) -> None:
+        fields = {self.text_column: "text_column", self.text_pair_column: "text_pair_column"}
+        for col in self.text_columns:
+            if col not in ds.column_names:
+                raise column_error(f"data.{fields[col]}", col, split, ds)
+        if split != "predict":
+            self.check_targets(split, ds)
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {"text": self.text_columns, **self.target_fields()}
+
+    def encode(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
+        targets = self.target_encoder(ds) if split != "predict" else None
+        # Locals only: datasets pickles the function to fingerprint it, and `self` reaches the trainer and model.
+        tokenizer, columns, max_length = self.tokenizer, self.text_columns, self.max_length
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            out = tokenizer(*[batch[c] for c in columns], truncation=True, max_length=max_length)
+            if targets is not None:
+                out["labels"] = targets(batch)
+            return out
+
+        return ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {split}")
+
+    @cached_property
+    def _collator(self) -> DataCollatorWithPadding:
+        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self._collator(features)
+
+
+class ClassificationDataModule(TextDataModule):
+    """Text (or text-pair) classification, one label per row, from local files or a Hub dataset."""
+
+    def __init__(self, label_column: str = "label", labels: list[str] | None = None, **kwargs: Any) -> None:
+        """
+        Args:
+            label_column: Column holding the label (string or integer).
+            labels: Label names in id order; by default discovered from the train split, sorted.
+            **kwargs: Text columns and shared data options: see ``TextDataModule`` and ``TaskDataModule``.
+        """
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.label_column = label_column
+        self.given_labels = labels
 
     @cached_property
     def label_names(self) -> list[str]:
@@ -68,20 +132,11 @@ class ClassificationDataModule(TaskDataModule):
             raise ConfigError("data.labels", "no train split to discover labels from: list them in data.labels")
         train = self.raw["train"]
         names = {n for n in map(_label_text(train.features[self.label_column]), train[self.label_column])}
-        return _sort_names(names)
+        return sort_names(names)
 
-    def check_split(self, split: str, ds: datasets.Dataset) -> None:
-        required = self.text_columns + ([self.label_column] if split != "predict" else [])
-        fields = {self.text_column: "text_column", self.text_pair_column: "text_pair_column"}
-        for col in required:
-            if col not in ds.column_names:
-                field = fields.get(col, "label_column")
-                raise ConfigError(
-                    f"data.{field}",
-                    f"column '{col}' not in the {split} split (columns: {', '.join(ds.column_names)})",
-                )
-        if split == "predict":
-            return
+    def check_targets(self, split: str, ds: datasets.Dataset) -> None:
+        if self.label_column not in ds.column_names:
+            raise column_error("data.label_column", self.label_column, split, ds)
         to_name = _label_text(ds.features[self.label_column])
         names = [to_name(v) for v in ds[self.label_column]]
         if None in names:
@@ -96,33 +151,10 @@ class ClassificationDataModule(TaskDataModule):
                     f"{split} split has labels not seen in train: {unknown[:5]} (known: {sorted(known)[:10]})",
                 )
 
-    def cache_fields(self) -> dict[str, Any]:
-        return {"text": self.text_columns, "label": self.label_column, "labels": self.label_names}
+    def target_fields(self) -> dict[str, Any]:
+        return {"label": self.label_column, "labels": self.label_names}
 
-    def encode(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
+    def target_encoder(self, ds: datasets.Dataset) -> TargetEncoder:
         label2id = {name: i for i, name in enumerate(self.label_names)}
-        to_name = _label_text(ds.features[self.label_column]) if self.label_column in ds.column_names else None
-        has_labels = split != "predict" and to_name is not None
-
-        # Locals only: datasets pickles the function to fingerprint it, and `self` reaches the trainer and model.
-        tokenizer, columns, max_length, label_column = (
-            self.tokenizer,
-            self.text_columns,
-            self.max_length,
-            self.label_column,
-        )
-
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            out = tokenizer(*[batch[c] for c in columns], truncation=True, max_length=max_length)
-            if has_labels:
-                out["labels"] = [label2id[to_name(v)] for v in batch[label_column]]
-            return out
-
-        return ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {split}")
-
-    @cached_property
-    def _collator(self) -> DataCollatorWithPadding:
-        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
-
-    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return self._collator(features)
+        to_name, column = _label_text(ds.features[self.label_column]), self.label_column
+        return lambda batch: [label2id[to_name(v)] for v in batch[column]]

@@ -144,18 +144,18 @@ class FineTuneModule(pl.LightningModule):
     # --- what a task supplies -------------------------------------------------------------------------------
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
-        """Adapt the pretrained config to the task (number of labels, head dropout)."""
+        """Adapt the pretrained config to the task; a subclass adds its labels to what the base sets here."""
+        if self.hparams.head_dropout is not None:
+            config.classifier_dropout = self.hparams.head_dropout
         return config
 
     def configure_labels(self, config: PretrainedConfig) -> PretrainedConfig:
-        """Give ``config`` the task's label set (``num_labels``, ``id2label``, ``label2id``) and head dropout."""
+        """Give ``config`` the task's label set: ``num_labels``, ``id2label`` and ``label2id``."""
         if not self.label_names or len(self.label_names) < 2:
             raise ConfigError("model.label_names", f"need at least 2 labels, got {self.label_names}: check the data")
         config.num_labels = len(self.label_names)
         config.id2label = dict(enumerate(self.label_names))
         config.label2id = {name: i for i, name in enumerate(self.label_names)}
-        if self.hparams.head_dropout is not None:
-            config.classifier_dropout = self.hparams.head_dropout
         return config
 
     def build_metrics(self) -> MetricCollection:

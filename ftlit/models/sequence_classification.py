@@ -54,7 +54,7 @@ class SequenceClassifier(FineTuneModule):
         return MetricCollection(metrics)
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
-        config = self.configure_labels(config)
+        config = self.configure_labels(super().configure_backbone(config))
         config.problem_type = "single_label_classification"
         return config
 

@@ -65,7 +65,7 @@ class TokenClassifier(FineTuneModule):
         self.val_metrics = self.build_metrics(per_type=False).clone(prefix="val/")
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
-        return self.configure_labels(config)
+        return self.configure_labels(super().configure_backbone(config))
 
     def build_metrics(self, per_type: bool = True) -> MetricCollection:
         """Entity precision, recall and F1 (micro), and per entity type (``f1_PER``, ...) unless ``per_type`` is off.
