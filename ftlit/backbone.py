@@ -47,22 +47,51 @@ def _hub_error(field: str, name: str, err: Exception) -> ConfigError:
     return ConfigError(field, f"could not load '{name}' ({type(err).__name__}): check the name or give a local folder")
 
 
-def load_config(name_or_path: str, field: str = "model.backbone", **overrides: Any) -> PretrainedConfig:
-    """The backbone's ``PretrainedConfig``, with clear errors for names that cannot be found."""
-    source = resolve(name_or_path, field)
-    try:
-        return AutoConfig.from_pretrained(source, **overrides)
-    except OSError as err:
-        raise _hub_error(field, name_or_path, err) from None
+def _remote_code_error(field: str, name: str, err: ValueError) -> ConfigError:
+    if "trust_remote_code" not in str(err):
+        raise err
+    return ConfigError(
+        field, f"'{name}' ships its own Python code: set model.trust_remote_code=true if you trust its source"
+    )
 
 
-def load_tokenizer(name_or_path: str, field: str = "data.tokenizer") -> PreTrainedTokenizerBase:
-    """A fast tokenizer for the backbone; slow (Python) tokenizers are refused because offsets need a fast one."""
+def load_config(
+    name_or_path: str, field: str = "model.backbone", trust_remote_code: bool = False, **overrides: Any
+) -> PretrainedConfig:
+    """The backbone's ``PretrainedConfig``, with clear errors for names that cannot be found.
+
+    Args:
+        name_or_path: Hub name, folder or ``package:<module>/<folder>``.
+        field: Config field named in errors.
+        trust_remote_code: Allow a model that ships its own Python code to run it (off: such a model is an error).
+        **overrides: Config attributes to set.
+    """
     source = resolve(name_or_path, field)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **overrides)
     except OSError as err:
         raise _hub_error(field, name_or_path, err) from None
+    except ValueError as err:
+        raise _remote_code_error(field, name_or_path, err) from None
+
+
+def load_tokenizer(
+    name_or_path: str, field: str = "data.tokenizer", trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """A fast tokenizer for the backbone; slow (Python) tokenizers are refused because offsets need a fast one.
+
+    Args:
+        name_or_path: Hub name, folder or ``package:<module>/<folder>``.
+        field: Config field named in errors.
+        trust_remote_code: Allow a tokenizer that ships its own Python code to run it.
+    """
+    source = resolve(name_or_path, field)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise _hub_error(field, name_or_path, err) from None
+    except ValueError as err:
+        raise _remote_code_error(field, name_or_path, err) from None
     if not tokenizer.is_fast:
         raise ConfigError(field, f"'{name_or_path}' has no fast tokenizer: give a model with tokenizer.json")
     return tokenizer

@@ -45,6 +45,7 @@ class FtlitCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         # The tokenizer is the backbone's, and the labels come from the data: never typed twice.
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
+        parser.link_arguments("model.init_args.trust_remote_code", "data.init_args.trust_remote_code")
         parser.link_arguments("data", "model.init_args.label_names", compute_fn=checked_labels, apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:

@@ -56,6 +56,7 @@ class TaskDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         cache_dir: str | None = None,
         group_by_length: bool = False,
+        trust_remote_code: bool = False,
     ) -> None:
         """
         Args:
@@ -79,6 +80,8 @@ class TaskDataModule(pl.LightningDataModule):
             pin_memory: Pin host memory for faster copies to the GPU.
             cache_dir: Where tokenized splits are cached (default ``$FTLIT_CACHE`` or ``~/.cache/ftlit``).
             group_by_length: Train on batches of similar length (less padding, faster), still in random order.
+            trust_remote_code: Let a tokenizer that ships its own Python code run it; the CLI links
+                ``model.trust_remote_code``.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -108,6 +111,7 @@ class TaskDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.group_by_length = group_by_length
+        self.trust_remote_code = trust_remote_code
         self.datasets: datasets.DatasetDict | None = None
         self._validated = False
 
@@ -149,7 +153,7 @@ class TaskDataModule(pl.LightningDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer_name is None:
             raise ConfigError("data.tokenizer", "no tokenizer: set data.tokenizer (the CLI links model.backbone)")
-        tok = backbone.load_tokenizer(self.tokenizer_name)
+        tok = backbone.load_tokenizer(self.tokenizer_name, trust_remote_code=self.trust_remote_code)
         limit = getattr(tok, "model_max_length", None)
         if limit is not None and limit < 1_000_000 and self.max_length > limit:
             raise ConfigError("data.max_length", f"{self.max_length} exceeds the tokenizer's limit {limit}: lower it")

@@ -90,6 +90,7 @@ class FineTuneModule(pl.LightningModule):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
         compile: bool = False,
+        trust_remote_code: bool = False,
     ) -> None:
         """
         Args:
@@ -119,6 +120,8 @@ class FineTuneModule(pl.LightningModule):
             lora_target_modules: Module names that get adapters (default: ``query`` and ``value``).
             compile: Compile the model's forward with ``torch.compile(dynamic=True)``, so batches of new lengths do
                 not recompile; the first step, which pays for compilation, is reported on its own.
+            trust_remote_code: Let a backbone that ships its own Python code (``auto_map`` in its config) run it.
+                Off by default: such a model is an error until you have checked its source.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -287,17 +290,20 @@ class FineTuneModule(pl.LightningModule):
     # --- backbone -------------------------------------------------------------------------------------------
 
     def _build_backbone(self) -> PreTrainedModel:
-        saved = _SAVED_BACKBONE.get()
+        saved, trusted = _SAVED_BACKBONE.get(), self.hparams.trust_remote_code
         if saved is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 backbone.unpack(tmp, saved["config"], saved["tokenizer"])
-                config = AutoConfig.from_pretrained(tmp)
+                config = AutoConfig.from_pretrained(tmp, trust_remote_code=trusted)
             self._tokenizer_files = saved["tokenizer"]
-            return self._sdpa(self.auto_class.from_config, config)
+            return self._sdpa(self.auto_class.from_config, config, trust_remote_code=trusted)
         source = backbone.resolve(self.hparams.backbone)
-        config = self.configure_backbone(backbone.load_config(source))
-        self._tokenizer_files = backbone.pack_tokenizer(backbone.load_tokenizer(source, "model.backbone"))
-        return self._sdpa(self.auto_class.from_pretrained, source, config=config, dtype=torch.float32)
+        config = self.configure_backbone(backbone.load_config(source, trust_remote_code=trusted))
+        tokenizer = backbone.load_tokenizer(source, "model.backbone", trust_remote_code=trusted)
+        self._tokenizer_files = backbone.pack_tokenizer(tokenizer)
+        return self._sdpa(
+            self.auto_class.from_pretrained, source, config=config, dtype=torch.float32, trust_remote_code=trusted
+        )
 
     @staticmethod
     def _sdpa(build, *args, **kwargs) -> PreTrainedModel:
