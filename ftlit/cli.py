@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable
 from importlib.util import find_spec
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import lightning.pytorch as pl
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ftlit.callbacks import PredictionWriter
+from ftlit.callbacks.predictions import check_output, output_path
 from ftlit.data.base import TaskDataModule
 from ftlit.errors import ConfigError, TrainingError
 from ftlit.models.base import FineTuneModule, read_checkpoint
 
 T = TypeVar("T")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class FtlitCLI(LightningCLI):
@@ -36,6 +42,9 @@ class FtlitCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         # The data modules shard themselves (stateful loaders, no padded evaluation rows).
         kwargs.setdefault("trainer_defaults", {"use_distributed_sampler": False})
+        # Parser errors are raised, not printed with the whole usage: `report_errors` prints them as one line.
+        raising = {"exit_on_error": False}
+        kwargs.setdefault("parser_kwargs", {**raising, **{name: raising for name in SUBCOMMANDS}})
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -68,14 +77,26 @@ class FtlitCLI(LightningCLI):
                 "use the config the checkpoint was trained with",
             )
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:
+            # e.g. "`max_epochs` must be a non-negative integer": name the trainer key it is about.
+            key = re.search(r"`(?:Trainer\()?(\w+)", str(err))
+            raise ConfigError(f"trainer.{key.group(1)}" if key else "trainer", str(err)) from None
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_task_pair(config.model.class_path, config.data.class_path)
+        root = config.trainer.default_root_dir or os.getcwd()
+        if self.subcommand == "predict":
+            # Known from the config alone: refuse before the data is tokenized or the checkpoint loaded.
+            check_output(output_path(config.predictions.output, root), config.predictions.overwrite)
         config.checkpoint.dirpath = checkpoint_dir(config)
         if not config.trainer.plugins:
             config.trainer.plugins = [Namespace(class_path="ftlit.checkpoint_io.AtomicCheckpointIO")]
         if config.trainer.logger in (None, True):
-            config.trainer.logger = default_loggers(config.trainer.default_root_dir or os.getcwd())
+            config.trainer.logger = default_loggers(root)
 
 
 def _import(class_path: str) -> type:
@@ -136,6 +157,19 @@ def _config_error(err: BaseException | None) -> ConfigError | None:
     return err
 
 
+def parser_error(message: str) -> str:
+    """jsonargparse's nested, many-line error as one line: ``<key>: <problem>``."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    unknown = re.search(r"Option '([^']+)' is not accepted", message)
+    if unknown:
+        return f"{'.'.join([*keys, unknown.group(1)])}: no such option: check the spelling (--help lists them)"
+    if keys:
+        after = message.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
+        detail = next((line.strip() for line in after.splitlines() if line.strip()), "invalid value")
+        return f"{'.'.join(keys)}: {detail}"
+    return next((line.strip() for line in message.splitlines() if line.strip()), message)
+
+
 def report_errors(run: Callable[[], T]) -> T:
     """Return ``run()``; bad input exits with one line naming the field (code 2), a failed run with its reason (1)."""
     try:
@@ -143,6 +177,9 @@ def report_errors(run: Callable[[], T]) -> T:
     except TrainingError as err:
         print(f"ftlit: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except argparse.ArgumentError as err:
+        print(f"ftlit: error: {parser_error(str(err))}", file=sys.stderr)
+        sys.exit(2)
     except ValueError as err:
         config_error = _config_error(err)
         if config_error is None:

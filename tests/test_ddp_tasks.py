@@ -73,11 +73,6 @@ def test_ddp_validation_entity_scores_equal_a_single_process(validated):
         assert last_metrics(two, key) == pytest.approx(last_metrics(one, key), abs=1e-6), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: NER val/loss averages per-batch token means weighted by sentences, so it depends on how sentences "
-    "are batched (eval_batch_size, number of ranks); weight by labelled tokens instead",
-)
 def test_ddp_validation_loss_equals_a_single_process(validated):
     one, two = validated["one"], validated["two"]
     assert last_metrics(two, "val/loss") == pytest.approx(last_metrics(one, "val/loss"), abs=1e-6)

@@ -2,8 +2,7 @@
 
 Every case goes through the command (``ftlit.cli.main``) and must exit with code 2, print exactly one
 ``ftlit: error: <field>: ...`` line and no traceback, and stop before any work: no tokenization cache, no checkpoint,
-and an existing checkpoint or predictions file left byte-identical. Cases where ftlit does not do that yet are
-``xfail(strict=True)`` with the bug in the reason.
+and an existing checkpoint or predictions file left byte-identical.
 """
 
 from __future__ import annotations
@@ -227,25 +226,13 @@ def test_file_that_cannot_be_parsed(tiny_bert, toy_data, tmp_path, capsys, case)
     assert err.startswith(f"ftlit: error: data.train_file: could not read '{train}' as {MALFORMED[case][2]}: ")
 
 
-VAGUE_READ_ERROR = pytest.mark.xfail(
-    strict=True,
-    reason="bug: sources.load_file reports datasets' wrapper 'An error occurred while generating the dataset' "
-    "instead of its cause (the JSON parse error, the CSV line, the decode error)",
-)
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=() if c == "parquet" else VAGUE_READ_ERROR) for c in MALFORMED])
+@pytest.mark.parametrize("case", list(MALFORMED))
 def test_file_that_cannot_be_parsed_says_why(tiny_bert, toy_data, tmp_path, capsys, case):
     train = write_malformed(tmp_path, case)
     err = run_fit(tiny_bert, {**toy_data, "train_file": train}, tmp_path, capsys)
     assert MALFORMED[case][3] in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: text values are never checked (only the text columns' presence): a missing or numeric text "
-    "reaches the tokenizer, whose TypeError/ValueError is a traceback mid-tokenization",
-)
 @pytest.mark.parametrize(
     ("split", "rows", "expected"),
     [
@@ -322,11 +309,6 @@ def test_bad_option_values(tiny_bert, toy_data, tmp_path, capsys, args, expected
     assert run_fit(tiny_bert, data, tmp_path, capsys, *args) == f"ftlit: error: {expected}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: these values are not range-checked: head_dropout > 1 and num_workers < 0 end in a traceback from "
-    "torch, pad_to_multiple_of=0 in a ZeroDivisionError at the first batch, a negative weight_decay trains silently",
-)
 @pytest.mark.parametrize(
     ("arg", "field"),
     [
@@ -342,11 +324,6 @@ def test_unchecked_option_values(tiny_bert, toy_data, tmp_path, capsys, arg, fie
     assert err.startswith(f"ftlit: error: {field}: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a key the parser rejects (typo, wrong type, value outside a Literal) prints jsonargparse's whole "
-    "usage and a nested Union error (~75 lines), not one `ftlit: error: <field>:` line",
-)
 @pytest.mark.parametrize(
     ("arg", "field"),
     [
@@ -359,11 +336,6 @@ def test_parser_errors_are_one_line(tiny_bert, toy_data, tmp_path, capsys, arg, 
     assert run_fit(tiny_bert, toy_data, tmp_path, capsys, arg).startswith(f"ftlit: error: {field}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Lightning's MisconfigurationException from Trainer(...) (max_epochs=-2, devices=0) is not caught "
-    "by cli.report_errors: a traceback instead of one line",
-)
 @pytest.mark.parametrize("arg", ["--trainer.max_epochs=-2", "--trainer.devices=0"])
 def test_bad_trainer_values_are_one_line(tiny_bert, toy_data, tmp_path, capsys, arg):
     assert run_fit(tiny_bert, toy_data, tmp_path, capsys, arg).startswith("ftlit: error: trainer.")
@@ -372,31 +344,16 @@ def test_bad_trainer_values_are_one_line(tiny_bert, toy_data, tmp_path, capsys, 
 # --- more bad input: labels -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ClassificationDataModule does not refuse a label listed twice in data.labels (NER does): it trains "
-    "with two ids for one name, and id2label has the name twice",
-)
 def test_label_listed_twice(tiny_bert, toy_data, tmp_path, capsys):
     err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--data.labels=[neg,neg,pos]", "--trainer.max_steps=1")
     assert err.startswith("ftlit: error: data.labels: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with data.labels given, a train label outside them is reported as 'train split has labels not "
-    "seen in train'; the NER module says 'not in data.labels'",
-)
 def test_train_label_outside_the_given_labels(tiny_bert, toy_data, tmp_path, capsys):
     err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--data.labels=[pos,other]")
     assert err.startswith("ftlit: error: data.labels: train split has labels not in data.labels: ['neg']")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a train split with one label (or only O tags) names model.label_names, a linked key the user "
-    "cannot set, instead of the data field to fix",
-)
 @pytest.mark.parametrize("task", ["classification", "ner"])
 def test_a_single_label_names_a_data_field(tiny_bert, tmp_path, capsys, task):
     if task == "classification":
@@ -408,11 +365,6 @@ def test_a_single_label_names_a_data_field(tiny_bert, tmp_path, capsys, task):
     assert err.startswith("ftlit: error: data.")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: model.class_weights of the wrong length is checked in on_fit_start, after the data is tokenized "
-    "and the Trainer started; the labels are known when the model is built",
-)
 def test_class_weights_of_the_wrong_length(tiny_bert, toy_data, tmp_path, capsys):
     err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--model.class_weights=[1,2,3]")
     assert err == "ftlit: error: model.class_weights: 3 weights for 2 labels"
@@ -495,7 +447,7 @@ def ner_train(tmp_path) -> str:
         (
             {"predict_file": [{"text": 5}]},
             [],
-            "data.text_column: column 'text' must hold text strings",
+            "data.text_column: column 'text' of the predict split holds Value('int64'), not text: check the column",
         ),
         (
             {"validation_file": ("missing.conll", None)},
@@ -554,11 +506,6 @@ def test_ner_bad_input_through_the_command(tiny_bert, ner_train, tmp_path, capsy
     assert err.startswith(expected) if expected.endswith(": ") else err == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the NER module does not check for missing predict texts: word_spans(None) raises a TypeError "
-    "traceback while tokenizing, even under `ftlit fit`",
-)
 def test_ner_missing_predict_text(tiny_bert, ner_train, tmp_path, capsys):
     predict = str(write_jsonl(tmp_path / "p.jsonl", [{"text": "good movie"}, {"text": None}]))
     err = run_ner_fit(tiny_bert, {"train_file": ner_train, "predict_file": predict}, tmp_path, capsys)
@@ -633,11 +580,6 @@ def test_predict_refuses_an_existing_output_file_and_leaves_it_untouched(tiny_be
     assert not list(path.parent.glob(".*.tmp")), "a temporary file was left behind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an existing predictions file is found in PredictionWriter.on_predict_start, after the data is "
-    "tokenized and the checkpoint loaded; the path is known from the config before anything runs",
-)
 def test_predict_refuses_an_existing_output_file_before_any_work(tiny_bert, trained, tmp_path, capsys):
     root = tmp_path / "run"
     root.mkdir()

@@ -31,12 +31,10 @@ class PredictionWriter(BasePredictionWriter):
         self.overwrite = overwrite
 
     def path(self, trainer: pl.Trainer) -> Path:
-        return Path(self.output or os.path.join(trainer.default_root_dir, "predictions.jsonl"))
+        return output_path(self.output, trainer.default_root_dir)
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        path = self.path(trainer)
-        if path.exists() and not self.overwrite:
-            raise ConfigError("predictions.output", f"'{path}' exists: set predictions.overwrite=true or another path")
+        check_output(self.path(trainer), self.overwrite)
 
     def write_on_epoch_end(
         self,
@@ -56,6 +54,17 @@ class PredictionWriter(BasePredictionWriter):
             rows = {i: r for part in gathered for i, r in part.items()}
         if trainer.is_global_zero:
             write_rows(self.path(trainer), [rows[i] for i in sorted(rows)])
+
+
+def output_path(output: str | None, root: str) -> Path:
+    """Where predictions go: ``output``, else ``<root>/predictions.jsonl``."""
+    return Path(output or os.path.join(root, "predictions.jsonl"))
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing predictions file unless told to."""
+    if path.exists() and not overwrite:
+        raise ConfigError("predictions.output", f"'{path}' exists: set predictions.overwrite=true or another path")
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -33,6 +33,16 @@ def default_cache_dir() -> str:
     return os.environ.get("FTLIT_CACHE", str(Path("~/.cache/ftlit").expanduser()))
 
 
+def check_texts(field: str, column: str, split: str, ds: datasets.Dataset) -> None:
+    """Every row of ``column`` holds text: no empty cells, no numbers (a column of numbers reads as numbers)."""
+    feature = ds.features[column]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        raise ConfigError(field, f"column '{column}' of the {split} split holds {feature}, not text: check the column")
+    missing = next((row for row, text in enumerate(ds[column]) if text is None), None)
+    if missing is not None:
+        raise ConfigError(field, f"row {missing} of the {split} split has no text: fill or drop it")
+
+
 class TaskDataModule(pl.LightningDataModule):
     """Shared base: subclasses say how to check columns, find labels and encode a split."""
 
@@ -92,8 +102,11 @@ class TaskDataModule(pl.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("max_length", max_length)):
             if value < 1:
                 raise ConfigError(f"data.{name}", f"must be a positive integer, got {value}")
-        if eval_batch_size is not None and eval_batch_size < 1:
-            raise ConfigError("data.eval_batch_size", f"must be a positive integer, got {eval_batch_size}")
+        for name, value in (("eval_batch_size", eval_batch_size), ("pad_to_multiple_of", pad_to_multiple_of)):
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name}", f"must be a positive integer, got {value}")
+        if num_workers < 0:
+            raise ConfigError("data.num_workers", f"must be >= 0, got {num_workers}")
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError("data.val_fraction", f"must be in [0, 1), got {val_fraction}")
         self.tokenizer_name = tokenizer

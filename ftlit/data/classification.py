@@ -15,7 +15,7 @@ import datasets
 import torch
 from transformers import DataCollatorWithPadding
 
-from ftlit.data.base import TaskDataModule
+from ftlit.data.base import TaskDataModule, check_texts
 from ftlit.errors import ConfigError
 
 # Turns a batch of raw rows (``{column: values}``) into one target per row.
@@ -81,6 +81,7 @@ class TextDataModule(TaskDataModule):
         for col in self.text_columns:
             if col not in ds.column_names:
                 raise column_error(f"data.{fields[col]}", col, split, ds)
+            check_texts(f"data.{fields[col]}", col, split, ds)
         if split != "predict":
             self.check_targets(split, ds)
 
@@ -127,12 +128,21 @@ class ClassificationDataModule(TextDataModule):
     def label_names(self) -> list[str]:
         """Label names in id order: given, or every label seen in train, sorted."""
         if self.given_labels is not None:
-            return list(self.given_labels)
-        if "train" not in self.raw:
-            raise ConfigError("data.labels", "no train split to discover labels from: list them in data.labels")
-        train = self.raw["train"]
-        names = {n for n in map(_label_text(train.features[self.label_column]), train[self.label_column])}
-        return sort_names(names)
+            names, field = [str(n) for n in self.given_labels], "data.labels"
+            if len(set(names)) != len(names):
+                raise ConfigError(field, f"labels listed twice: {names}")
+        else:
+            if "train" not in self.raw:
+                raise ConfigError("data.labels", "no train split to discover labels from: list them in data.labels")
+            train = self.raw["train"]
+            if self.label_column not in train.column_names:
+                raise column_error("data.label_column", self.label_column, "train", train)
+            to_name = _label_text(train.features[self.label_column])
+            names = sort_names({n for n in map(to_name, train[self.label_column]) if n is not None})
+            field = "data.label_column"
+        if len(names) < 2:
+            raise ConfigError(field, f"only one label ({names}): a classifier needs at least two")
+        return names
 
     def check_targets(self, split: str, ds: datasets.Dataset) -> None:
         if self.label_column not in ds.column_names:
@@ -142,14 +152,12 @@ class ClassificationDataModule(TextDataModule):
         if None in names:
             row = names.index(None)
             raise ConfigError("data.label_column", f"row {row} of the {split} split has no label: fill or drop it")
-        known = set(self.label_names) if split != "train" or self.given_labels else None
-        if known is not None:
-            unknown = sorted(set(names) - known)
-            if unknown:
-                raise ConfigError(
-                    "data.labels",
-                    f"{split} split has labels not seen in train: {unknown[:5]} (known: {sorted(known)[:10]})",
-                )
+        unknown = sorted(set(names) - set(self.label_names))
+        if unknown:
+            where = "in data.labels" if self.given_labels is not None else "seen in train"
+            raise ConfigError(
+                "data.labels", f"{split} split has labels not {where}: {unknown[:5]} (known: {self.label_names[:10]})"
+            )
 
     def target_fields(self) -> dict[str, Any]:
         return {"label": self.label_column, "labels": self.label_names}

@@ -6,6 +6,7 @@ from itertools import islice
 from pathlib import Path
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 from ftlit.errors import ConfigError
 
@@ -49,11 +50,18 @@ def load_file(path: str, field: str) -> datasets.Dataset:
     try:
         ds = datasets.load_dataset(builder, data_files={"data": str(p)}, split="data", **kwargs)
     except Exception as err:  # datasets raises many types for malformed files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(field, f"could not read '{path}' as {builder}: {reason}") from None
+        raise ConfigError(field, f"could not read '{path}' as {builder}: {_reason(err)}") from None
     if len(ds) == 0:
         raise ConfigError(field, f"file '{path}' has no rows: give a file with data rows")
     return ds
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of the parser's error, which datasets wraps in a generic ``DatasetGenerationError``."""
+    while isinstance(err, DatasetGenerationError) and (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _header_only(path: Path) -> bool:
@@ -69,9 +77,8 @@ def load_hub(name: str, config: str | None, splits: dict[str, str] | None) -> di
     try:
         available = datasets.load_dataset(name, config)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
-            "data.dataset", f"could not load '{name}' ({reason}): check the name or use local files"
+            "data.dataset", f"could not load '{name}' ({_reason(err)}): check the name or use local files"
         ) from None
     if splits is None:
         splits = {s: s for s in ("train", "validation", "test") if s in available}

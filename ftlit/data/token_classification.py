@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from transformers import DataCollatorForTokenClassification
 
-from ftlit.data.base import TaskDataModule
+from ftlit.data.base import TaskDataModule, check_texts
 from ftlit.errors import ConfigError
 from ftlit.metrics.span_f1 import IGNORE_INDEX, split_tag
 
@@ -242,13 +242,14 @@ class TokenClassificationDataModule(TaskDataModule):
                 ) from None
         if len(set(names)) != len(names):
             raise ConfigError("data.labels", f"tags listed twice: {names}")
+        if not any(name != "O" for name in names):
+            raise ConfigError(field, f"no entity tags, only {names}: label some entities (B-TYPE, I-TYPE)")
         return names
 
     def check_split(self, split: str, ds: datasets.Dataset) -> None:
         if split == "predict":
             if self.text_column in ds.column_names:
-                if ds.features[self.text_column] != datasets.Value("string"):
-                    raise ConfigError("data.text_column", f"column '{self.text_column}' must hold text strings")
+                check_texts("data.text_column", self.text_column, split, ds)
             elif self.tokens_column not in ds.column_names or not _is_word_list(ds.features[self.tokens_column]):
                 raise ConfigError(
                     "data.text_column",

@@ -131,6 +131,10 @@ class FineTuneModule(pl.LightningModule):
             raise ConfigError("model.warmup_ratio", f"must be in [0, 1), got {warmup_ratio}")
         if warmup_steps < 0:
             raise ConfigError("model.warmup_steps", f"must be >= 0, got {warmup_steps}")
+        if weight_decay < 0:
+            raise ConfigError("model.weight_decay", f"must be >= 0, got {weight_decay}")
+        if head_dropout is not None and not 0.0 <= head_dropout < 1.0:
+            raise ConfigError("model.head_dropout", f"must be in [0, 1), got {head_dropout}")
         _optimizer_class(optimizer)
         self._check_strategies()
         self.label_names = label_names
@@ -223,6 +227,11 @@ class FineTuneModule(pl.LightningModule):
         """Feed one evaluation batch to the task's metrics."""
         raise NotImplementedError
 
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> int | torch.Tensor:
+        """How many terms the batch's mean loss averages (rows by default), so evaluation losses are exact means
+        whatever the batch size or number of ranks."""
+        return batch["input_ids"].shape[0]
+
     # --- steps ----------------------------------------------------------------------------------------------
 
     # Batch keys that are targets, not model inputs.
@@ -276,7 +285,7 @@ class FineTuneModule(pl.LightningModule):
         self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection, loss: MeanMetric
     ) -> None:
         logits = self(batch)
-        loss.update(self.loss(logits, batch), weight=batch["input_ids"].shape[0])
+        loss.update(self.loss(logits, batch), weight=self.loss_weight(batch))
         self.log(f"{stage}/loss", loss)
         self.update_metrics(logits, batch, metrics)
         self.log_dict(metrics, prog_bar=stage == "val")

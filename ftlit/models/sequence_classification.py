@@ -37,6 +37,8 @@ class SequenceClassifier(FineTuneModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing", f"must be in [0, 1), got {label_smoothing}")
         super().__init__(*args, **kwargs)
+        if isinstance(class_weights, list) and len(class_weights) != self.num_labels:
+            raise ConfigError("model.class_weights", f"{len(class_weights)} weights for {self.num_labels} labels")
         self.class_weight: torch.Tensor | None = None
 
     @property
@@ -68,8 +70,6 @@ class SequenceClassifier(FineTuneModule):
             )
             weights = (counts.sum() / (self.num_labels * counts.clamp(min=1))).tolist()
         if weights is not None:
-            if len(weights) != self.num_labels:
-                raise ConfigError("model.class_weights", f"{len(weights)} weights for {self.num_labels} labels")
             self.class_weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

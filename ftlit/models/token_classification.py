@@ -93,6 +93,10 @@ class TokenClassifier(FineTuneModule):
             label_smoothing=self.hparams.label_smoothing,
         )
 
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # The loss is a mean over labelled sub-tokens, not over sentences.
+        return (batch["labels"] != IGNORE_INDEX).sum()
+
     def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
         metrics.update(logits.argmax(-1), batch["labels"])
 
