@@ -7,6 +7,7 @@ Usage (from the repository root, with ``benchmarks/`` on ``PYTHONPATH``; ``run.p
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -16,13 +17,17 @@ from typing import Any
 
 import torch
 from bench_lightning import StepTiming
+from bench_profiles import Variant
 from bench_timing import device_name, loader_throughput, peak_memory_mib
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
 
 from ftlit.cli import FtlitCLI
 
 
 def cli_args(spec: dict[str, Any], workdir: Path) -> list[str]:
-    """The ``ftlit fit`` command line: the quickstart config, the benchmark overlay and the profile's settings."""
+    """The ``ftlit fit`` command line: the quickstart config, the benchmark overlay, the profile's settings and the
+    speed variant's config overrides (e.g. ``--data.group_by_length=true``)."""
     p = spec["profile"]
     args = [
         "fit",
@@ -52,7 +57,22 @@ def cli_args(spec: dict[str, Any], workdir: Path) -> list[str]:
         args += ["--trainer.max_epochs=-1", f"--trainer.max_steps={spec['max_steps']}"]
     else:
         args += [f"--trainer.max_epochs={p['epochs']}"]
-    return args
+    return args + Variant(**spec["variant"]).ftlit_overrides()
+
+
+def logged_first_step_s(trainer: Trainer) -> float | None:
+    """``perf/first_step_seconds`` as ftlit logged it to its CSV logger, else None.
+
+    ftlit logs it only with ``model.compile``, and Lightning writes it only at a logging step
+    (``log_every_n_steps``): a shorter run has none.
+    """
+    for logger in trainer.loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is not None and path.is_file():
+            with open(path, newline="") as f:
+                values = [row.get("perf/first_step_seconds") for row in csv.DictReader(f)]
+            return next((float(v) for v in values if v), None)  # empty in the rows of other metrics
+    return None
 
 
 def main() -> None:
@@ -72,6 +92,9 @@ def main() -> None:
     timing = next(cb for cb in cli.trainer.callbacks if isinstance(cb, StepTiming))
     result: dict[str, Any] = {"system": "ftlit", **timing.timer.summary()}
     result["time_to_first_step_s"] = result.pop("train_start_unix") - spawned
+    first_step = logged_first_step_s(cli.trainer)  # read before validate() logs more
+    if first_step is not None:
+        result["compile_first_step_s"] = first_step
 
     # Evaluate the final weights on the whole validation split (validation was off during fit).
     cli.trainer.limit_val_batches = 1.0

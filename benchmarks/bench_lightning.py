@@ -34,7 +34,8 @@ class StepTiming(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # The batch is already on the device: sum the mask there and read it at the end (no per-step sync).
-        self.timer.step_end(int(batch["input_ids"].shape[0]), batch["attention_mask"].sum())
+        ids = batch["input_ids"]
+        self.timer.step_end(int(ids.shape[0]), batch["attention_mask"].sum(), ids.numel())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timer.epoch_end()

@@ -1,4 +1,4 @@
-"""Benchmark profiles (model, data, hyperparameters shared by both systems), the tiny model and FLOP accounting.
+"""Benchmark profiles (model, data, hyperparameters shared by both systems), speed variants, the tiny model and FLOPs.
 
 Imported by the orchestrator and by both system subprocesses, so it imports neither ftlit nor Lightning.
 """
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "quickstart"
@@ -84,6 +85,70 @@ PROFILES: dict[str, Profile] = {
         runnable_here=False,  # needs a GPU and the Hub (or a local copy of the model)
     ),
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A speed option switched on in both systems: ftlit through its YAML keys (as ``ftlit fit`` overrides), the
+    Trainer through its own equivalent, so the ratio compares the two with the same option on."""
+
+    name: str
+    description: str
+    ftlit: dict[str, str] = field(default_factory=dict)  # config key -> value, passed as ``--key=value``
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # extra ``TrainingArguments`` fields
+    collator_args: dict[str, Any] = field(default_factory=dict)  # extra ``DataCollatorWithPadding`` arguments
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def ftlit_overrides(self) -> list[str]:
+        """The ``ftlit fit`` command-line arguments that switch the option on."""
+        return [f"--{key}={value}" for key, value in self.ftlit.items()]
+
+
+DEFAULT_VARIANT = Variant("default", "the profile as is: no speed option on")
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant(
+            "group_by_length",
+            "length-grouped batches (less padding), still in random order",
+            ftlit={"data.group_by_length": "true"},
+            trainer_args={"train_sampling_strategy": "group_by_length"},  # transformers 5's group_by_length=True
+        ),
+        Variant(
+            "pad_to_multiple_of",
+            "each batch padded to a multiple of 8 tokens (suits GPU tensor cores)",
+            ftlit={"data.pad_to_multiple_of": "8"},
+            collator_args={"pad_to_multiple_of": 8},
+        ),
+        Variant(
+            "compile",
+            "torch.compile, inductor (ftlit: the Hugging Face model's forward, dynamic=True; the Trainer: "
+            "torch_compile=True, the model through accelerate, default dynamic: compiles again at a new length)",
+            ftlit={"model.compile": "true"},
+            trainer_args={"torch_compile": True},
+        ),
+    ]
+}
+
+
+def variant(name: str) -> Variant:
+    """The variant called ``name``; ``a+b`` switches on the options of ``a`` and ``b`` together."""
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in VARIANTS]
+    if unknown or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown or repeated variant in {name!r}: choose from {', '.join(VARIANTS)} (join with +)")
+    chosen = [VARIANTS[p] for p in parts]
+    return Variant(
+        name,
+        "; ".join(v.description for v in chosen),
+        ftlit={k: val for v in chosen for k, val in v.ftlit.items()},
+        trainer_args={k: val for v in chosen for k, val in v.trainer_args.items()},
+        collator_args={k: val for v in chosen for k, val in v.collator_args.items()},
+    )
+
 
 TINY_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

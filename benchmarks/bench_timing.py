@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import resource
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,41 +32,50 @@ class StepTimer:
         self.t_start: float | None = None
         self.t_warm: float | None = None  # end of the last warm-up step
         self.t_end: float | None = None
+        self.cpu_warm = self.cpu_end = 0.0  # process CPU time (all threads) at those two points
         self.epoch_seconds: list[float] = []
         self._epoch_start = 0.0
+        self._last = 0.0  # end of the previous step, or the epoch's start
+        self.step_seconds: list[float] = []  # each step after the warm-up ones, from the previous step's end
         self._epoch_first_step: list[int] = []
         self.samples: list[int] = []
         self.memory_at_start: dict[str, float] = {}
         self.memory_at_end: dict[str, float] = {}
         self.tokens: list[Any] = []  # ints, or device tensors summed without a sync until the end
+        self.padded: list[int] = []  # batch elements including padding (rows x padded length)
 
     def epoch_start(self) -> None:
         now = time.perf_counter()
         if self.t_start is None:
             self.train_start, self.t_start = time.time(), now
             self.memory_at_start = proc_memory_mib()
-        self._epoch_start = now
+        self._epoch_start = self._last = now
         self._epoch_first_step.append(len(self.samples))
 
-    def step_end(self, samples: int, tokens: int | torch.Tensor) -> None:
-        """One optimizer step is done: ``samples`` rows and ``tokens`` non-padding tokens went into it."""
+    def step_end(self, samples: int, tokens: int | torch.Tensor, padded: int) -> None:
+        """One optimizer step is done: ``samples`` rows, ``tokens`` non-padding tokens and ``padded`` tokens with
+        padding (the batch's ``input_ids`` size) went into it."""
         self.samples.append(samples)
         self.tokens.append(tokens)
+        self.padded.append(padded)
         if len(self.samples) == self.warmup_steps:
             self.sync()
-            self.t_warm = time.perf_counter()
-        self.t_end = time.perf_counter()
+            self.t_warm, self.cpu_warm = time.perf_counter(), time.process_time()
+        self.t_end, self.cpu_end = time.perf_counter(), time.process_time()
+        if len(self.samples) > self.warmup_steps:  # without a per-step sync, on a GPU this is the host's view
+            self.step_seconds.append(self.t_end - self._last)
+        self._last = self.t_end
 
     def epoch_end(self) -> None:
         self.sync()
-        self.t_end = time.perf_counter()
+        self.t_end, self.cpu_end = time.perf_counter(), time.process_time()
         self.epoch_seconds.append(self.t_end - self._epoch_start)
 
     def train_end(self) -> None:
         self.sync()
         self.memory_at_end = proc_memory_mib()
         if self.samples:
-            self.t_end = time.perf_counter()
+            self.t_end, self.cpu_end = time.perf_counter(), time.process_time()
 
     def summary(self) -> dict[str, Any]:
         """Totals and rates; the ``*_per_s`` figures leave out the warm-up steps, ``*_incl_warmup`` keep them."""
@@ -80,14 +90,23 @@ class StepTimer:
             "steps": n,
             "samples": sum(self.samples),
             "tokens": sum(tokens),
+            "padded_tokens": sum(self.padded),
+            "padding_share": 1 - sum(tokens) / sum(self.padded),
             "warmup_steps_excluded": w,
             "warmup_s": self.t_warm - self.t_start,
             "measured_steps": n - w,
             "measured_s": measured,
             "train_s": total,
             "step_ms": 1000 * measured / (n - w),
+            # The typical step, untouched by a recompilation or a stall, and the slowest one (where those show).
+            "median_step_ms": 1000 * statistics.median(self.step_seconds),
+            "max_step_ms": 1000 * max(self.step_seconds),
             "train_samples_per_s": sum(self.samples[w:]) / measured,
             "train_tokens_per_s": sum(tokens[w:]) / measured,
+            # CPU seconds the process spent (all its threads) over the same span: on a machine shared with other
+            # work, waiting for a core does not count, so this varies less than the wall-clock rates.
+            "measured_cpu_s": self.cpu_end - self.cpu_warm,
+            "train_samples_per_cpu_s": sum(self.samples[w:]) / (self.cpu_end - self.cpu_warm),
             "train_samples_per_s_incl_warmup": sum(self.samples) / total,
             "train_tokens_per_s_incl_warmup": sum(tokens) / total,
             "epoch_s": self.epoch_seconds,

@@ -34,7 +34,8 @@ from transformers import (
 
 
 class CountingCollator:
-    """``DataCollatorWithPadding`` that queues (rows, non-padding tokens) of every batch it builds while recording.
+    """``DataCollatorWithPadding`` that queues (rows, non-padding tokens, tokens with padding) of every batch it builds
+    while recording.
 
     The Trainer hands its callbacks no batch, so the timing callback pops one entry per optimizer step: the loader
     builds batches in the order the steps consume them (one batch ahead at most), so the queue lines them up.
@@ -42,13 +43,14 @@ class CountingCollator:
 
     def __init__(self, inner: DataCollatorWithPadding) -> None:
         self.inner = inner
-        self.queue: deque[tuple[int, int]] = deque()
+        self.queue: deque[tuple[int, int, int]] = deque()
         self.recording = True
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.inner(features)
         if self.recording:
-            self.queue.append((int(batch["input_ids"].shape[0]), int(batch["attention_mask"].sum())))
+            ids = batch["input_ids"]
+            self.queue.append((int(ids.shape[0]), int(batch["attention_mask"].sum()), ids.numel()))
         return batch
 
 
@@ -86,6 +88,7 @@ def main() -> None:
     ns = parser.parse_args()
     spec = json.loads(ns.spec.read_text())
     p = spec["profile"]
+    variant = spec["variant"]  # the speed option's Trainer equivalent (bench_profiles.VARIANTS); none by default
     workdir = Path(spec["workdir"])
     spawned = float(os.environ.get("BENCH_SPAWN_TIME", time.time()))
     source = spec["backbone_path"]
@@ -120,7 +123,7 @@ def main() -> None:
         source, config=config, dtype=torch.float32, attn_implementation="sdpa"
     )
     on_gpu = p["device"] == "cuda"
-    args = TrainingArguments(
+    settings: dict[str, Any] = dict(
         output_dir=str(workdir / "trainer"),
         per_device_train_batch_size=p["batch_size"],
         per_device_eval_batch_size=p["batch_size"],
@@ -145,7 +148,8 @@ def main() -> None:
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
     )
-    collator = CountingCollator(DataCollatorWithPadding(tokenizer))
+    args = TrainingArguments(**{**settings, **variant["trainer_args"]})
+    collator = CountingCollator(DataCollatorWithPadding(tokenizer, **variant["collator_args"]))
     timing = StepTimingCallback(collator, p["device"])
     trainer = Trainer(
         model=model,

@@ -2,10 +2,13 @@
 
     python benchmarks/run.py --profile cpu-tiny
     python benchmarks/run.py --profile cpu-minilm --max-steps 40
+    python benchmarks/run.py --profile cpu-tiny --variant group_by_length --variant pad_to_multiple_of
 
 Each system trains in its own subprocess, one after the other (peak memory is per system, no warm caches are
 shared): ftlit through its real CLI (``bench_ftlit.py``), the baseline through ``Trainer`` (``bench_trainer.py``).
-Prints a markdown table and writes ``<out>/<profile>.json`` and ``<out>/<profile>.md``. See benchmarks/README.md.
+Each ``--variant`` (a speed option from ``bench_profiles.VARIANTS``) runs both systems again with that option on,
+ftlit through its config keys, the Trainer through its own equivalent, and adds one row per variant to a second table.
+Prints the tables and writes ``<out>/<name>.json`` and ``<out>/<name>.md``. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -24,7 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_profiles import DATA, PROFILES, REPO, Profile, gpu_peak_flops, make_tiny_bert, model_flops
+from bench_profiles import (
+    DATA,
+    DEFAULT_VARIANT,
+    PROFILES,
+    REPO,
+    VARIANTS,
+    Profile,
+    Variant,
+    gpu_peak_flops,
+    make_tiny_bert,
+    model_flops,
+    variant,
+)
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = {"ftlit": HERE / "bench_ftlit.py", "trainer": HERE / "bench_trainer.py"}
@@ -34,7 +49,10 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("train_samples_per_s", "train samples/s (warm-up step excluded)", "{:.1f}", "higher"),
     ("train_tokens_per_s", "train tokens/s (non-padding, warm-up step excluded)", "{:.0f}", "higher"),
     ("train_samples_per_s_incl_warmup", "train samples/s (warm-up step included)", "{:.1f}", "higher"),
+    ("train_samples_per_cpu_s", "train samples per CPU second (warm-up step excluded)", "{:.1f}", "higher"),
     ("step_ms", "time per step, ms (warm-up step excluded)", "{:.1f}", "lower"),
+    ("median_step_ms", "median step, ms (warm-up step excluded)", "{:.1f}", "lower"),
+    ("max_step_ms", "slowest step after the warm-up, ms", "{:.1f}", "lower"),
     ("warmup_s", "first (warm-up) step, s", "{:.2f}", "lower"),
     ("epoch_s_mean", "wall time per epoch, s (training steps only)", "{:.2f}", "lower"),
     ("train_s", "training loop, s (all steps)", "{:.2f}", "lower"),
@@ -53,6 +71,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("steps", "optimizer steps", "{:.0f}", ""),
     ("samples", "samples trained", "{:.0f}", ""),
     ("tokens", "non-padding tokens trained", "{:.0f}", ""),
+    ("padded_tokens", "tokens trained, padding included", "{:.0f}", ""),
+    ("padding_share", "padding, share of the tokens trained", "{:.1%}", "lower"),
 ]
 
 
@@ -74,7 +94,7 @@ def prepare_backbone(profile: Profile, tmp: Path) -> tuple[str, str]:
 
 def run_system(system: str, spec: dict[str, Any], tmp: Path, log: Path) -> dict[str, Any]:
     """Run one system in a fresh subprocess and return its result, with the process-level figures added."""
-    workdir = tmp / f"{system}-{spec['repeat']}"
+    workdir = tmp / f"{system}-{spec['variant']['name']}-{spec['repeat']}"
     workdir.mkdir(parents=True)
     spec = {**spec, "workdir": str(workdir)}
     spec_file, result_file = workdir / "spec.json", workdir / "result.json"
@@ -85,6 +105,8 @@ def run_system(system: str, spec: dict[str, Any], tmp: Path, log: Path) -> dict[
         # Fresh caches for each run: both systems tokenize from scratch, neither reuses the other's work.
         "FTLIT_CACHE": str(workdir / "ftlit-cache"),
         "HF_DATASETS_CACHE": str(workdir / "hf-datasets"),
+        # torch.compile's on-disk cache: a warm one from an earlier run would hide the compile time.
+        "TORCHINDUCTOR_CACHE_DIR": str(workdir / "inductor-cache"),
         "BENCH_SPAWN_TIME": repr(time.time()),
     }
     if spec["profile"]["device"] == "cpu":
@@ -101,6 +123,7 @@ def run_system(system: str, spec: dict[str, Any], tmp: Path, log: Path) -> dict[
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise SystemExit(f"{system} failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
     result = json.loads(result_file.read_text())
+    result["variant"] = spec["variant"]["name"]
     result["process_wall_s"] = wall
     result["loadavg_1m_before_after"] = [load_before[0], os.getloadavg()[0]]
     result["epoch_s_mean"] = statistics.fmean(result["epoch_s"])
@@ -137,8 +160,30 @@ def same_batches(runs: dict[str, list[dict[str, Any]]]) -> str:
     return ", ".join("yes" if len(set(d)) == 1 else "no" for d in per_epoch)
 
 
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians per system, their ratios and the batch-order check, for the runs of one variant."""
+    systems = {s: median_run(r) for s, r in runs.items()}
+    return {
+        "systems": systems,
+        "ratios": ratios(systems["ftlit"], systems["trainer"]),
+        "same_batches": same_batches(runs),
+        "runs": runs,
+    }
+
+
+# Throughput by the wall clock, and by the process's CPU time (steadier when other work shares the cores).
+RATES = ("train_samples_per_s", "train_samples_per_cpu_s")
+
+
+def variant_report(v: Variant, runs: dict[str, list[dict[str, Any]]], default: dict[str, Any]) -> dict[str, Any]:
+    """One variant's figures, plus each system's training throughput over its own default run's."""
+    out: dict[str, Any] = {"settings": v.to_dict(), "ftlit_overrides": v.ftlit_overrides(), **summarize(runs)}
+    out["speedup_vs_default"] = {s: {key: r[key] / default[s][key] for key in RATES} for s, r in out["systems"].items()}
+    return out
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The result table, with the settings and the machine it was measured on."""
+    """The result table, with the settings and the machine it was measured on; then the variants' table, if any."""
     f, t, r = report["systems"]["ftlit"], report["systems"]["trainer"], report["ratios"]
     s = report["settings"]
     length = f"{report['max_steps']} steps" if report["max_steps"] else f"{s['epochs']} epochs"
@@ -161,7 +206,64 @@ def markdown(report: dict[str, Any]) -> str:
             continue  # a partial epoch: the training-loop row says it
         ratio = f"{r[key]:.2f}" + (f" ({better} is better)" if better and key in r else "") if key in r else "-"
         lines.append(f"| {label} | {fmt.format(f[key])} | {fmt.format(t[key])} | {ratio} |")
+    if report.get("variants"):
+        lines += ["", *variants_markdown(report)]
     return "\n".join(lines) + "\n"
+
+
+# The variants' table, after the throughput columns: (column, figure, format); each cell shows ftlit / Trainer.
+VARIANT_PAIRS: list[tuple[str, str, str]] = [
+    ("train tokens/s (non-padding)", "train_tokens_per_s", "{:.0f}"),
+    ("padding, share of tokens", "padding_share", "{:.0%}"),
+    ("first (warm-up) step, s", "warmup_s", "{:.2f}"),
+    ("median step, ms", "median_step_ms", "{:.1f}"),
+    ("slowest later step, ms", "max_step_ms", "{:.0f}"),
+    ("train loader alone, batches/s", "loader_batches_per_s", "{:.0f}"),
+    ("final validation accuracy", "val_accuracy", "{:.3f}"),
+]
+
+
+def variants_markdown(report: dict[str, Any]) -> list[str]:
+    """One row per variant (the default first): both systems' throughput, by the wall clock and per CPU second,
+    their ratio, each one's speed-up over its own default run, and the figures that explain it."""
+    ones = {key: 1.0 for key in RATES}
+    rows = {"default": {**report, "speedup_vs_default": {"ftlit": ones, "trainer": ones}}, **report["variants"]}
+    lines = [
+        "#### Speed variants: each one runs both systems again with the option on",
+        "",
+        "Medians, warm-up step excluded. 'ftlit / Trainer' compares the two with the same option on; 'over default' "
+        "is a system's throughput over its own default run above (wall clock / CPU time). Paired cells: "
+        "ftlit / Trainer.",
+        "",
+        "| variant | train samples/s | ftlit / Trainer | train samples per CPU second | ftlit / Trainer, per CPU s "
+        "| ftlit over default | Trainer over default | "
+        + " | ".join(column for column, *_ in VARIANT_PAIRS)
+        + " | ftlit's logged perf/first_step_seconds | same batches, by epoch |",
+        "|---|" + "---:|" * (6 + len(VARIANT_PAIRS) + 1) + "---|",
+    ]
+    for name, v in rows.items():
+        f, t, up = v["systems"]["ftlit"], v["systems"]["trainer"], v["speedup_vs_default"]
+        cells = [f"`{name}`"]
+        for key in RATES:
+            cells += [f"{f[key]:.0f} / {t[key]:.0f}", f"{v['ratios'][key]:.2f}"]
+        cells += [" / ".join(f"{up[system][key]:.2f}" for key in RATES) for system in ("ftlit", "trainer")]
+        cells += [f"{fmt.format(f[key])} / {fmt.format(t[key])}" for _, key, fmt in VARIANT_PAIRS]
+        cells += [f"{f['compile_first_step_s']:.1f}" if "compile_first_step_s" in f else "-", v["same_batches"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, v in report["variants"].items():
+        setting = v["settings"]
+        trainer = ", ".join(f"`{k}={val!r}`" for k, val in setting["trainer_args"].items())
+        collator = ", ".join(f"`{k}={val!r}`" for k, val in setting["collator_args"].items())
+        baseline = "; ".join(
+            part
+            for part in (trainer and f"`TrainingArguments`: {trainer}", collator and f"collator: {collator}")
+            if part
+        )
+        lines.append(
+            f"- `{name}`: {setting['description']}. ftlit: `{' '.join(v['ftlit_overrides'])}`; Trainer: {baseline}."
+        )
+    return lines
 
 
 def machine(device: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,7 +273,11 @@ def machine(device: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     cores = os.cpu_count()
     name = runs[0]["device_name"]
-    loads = ", ".join(f"{r['system']} {a:.1f}/{b:.1f}" for r in runs for a, b in [r["loadavg_1m_before_after"]])
+    loads = ", ".join(
+        f"{run_label(r['system'], r['variant'])} {a:.1f}/{b:.1f}"
+        for r in runs
+        for a, b in [r["loadavg_1m_before_after"]]
+    )
     gpu = name if device == "cuda" else "no GPU"
     try:
         import lightning
@@ -194,16 +300,40 @@ def machine(device: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def run_label(system: str, variant_name: str) -> str:
+    """``ftlit``, or ``ftlit [group_by_length]`` for a variant's run."""
+    return system if variant_name == DEFAULT_VARIANT.name else f"{system} [{variant_name}]"
+
+
+def variant_arg(name: str) -> Variant:
+    """``--variant``'s type: a name from ``bench_profiles.VARIANTS``, or several joined with ``+``."""
+    try:
+        return variant(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its JSON and markdown; returns the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", required=True, choices=sorted(PROFILES))
     parser.add_argument("--max-steps", type=int, default=None, help="train this many steps instead of the epochs")
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="where <profile>.json/.md go")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where <name>.json/.md go")
+    parser.add_argument("--name", default=None, help="file name of the results, without suffix (default: the profile)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per system (alternating order); medians")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in both (default: torch's)")
+    parser.add_argument(
+        "--variant",
+        type=variant_arg,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"also run both systems with this speed option on, one row each (repeatable): {', '.join(VARIANTS)}; "
+        "join names with + to combine them",
+    )
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
+    name = args.name or profile.name
     if args.max_steps is not None and args.max_steps < 2:
         parser.error("--max-steps must be at least 2 (one warm-up step is reported apart)")
     if profile.device == "cuda":
@@ -211,12 +341,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         if not torch.cuda.is_available():
             parser.error(f"profile {profile.name} needs a CUDA GPU (and {profile.backbone} from the Hub)")
+    variants = list({v.name: v for v in [DEFAULT_VARIANT, *args.variant]}.values())  # in order, each once
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     ensure_data()
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {v.name: {s: [] for s in SYSTEMS} for v in variants}
     with tempfile.TemporaryDirectory(prefix="ftlit-bench-") as tmp_name:
         tmp = Path(tmp_name)
         ftlit_backbone, backbone_path = prepare_backbone(profile, tmp)
@@ -231,13 +362,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for repeat in range(args.repeats):
             order = list(SYSTEMS) if repeat % 2 == 0 else list(reversed(SYSTEMS))
-            for system in order:
-                print(f"[{profile.name}] run {repeat + 1}/{args.repeats}: {system} ...", flush=True)
-                log = logs / f"{profile.name}-{system}-{repeat}.log"
-                result = run_system(system, {**base, "repeat": repeat}, tmp, log)
-                runs[system].append(result)
-                print(f"  {result['train_samples_per_s']:.1f} samples/s, {result['process_wall_s']:.1f} s", flush=True)
-    systems = {s: median_run(r) for s, r in runs.items()}
+            for v in variants:
+                for system in order:
+                    print(f"[{name}] run {repeat + 1}/{args.repeats}: {run_label(system, v.name)} ...", flush=True)
+                    tag = "" if v is DEFAULT_VARIANT else f"-{v.name}"
+                    log = logs / f"{name}{tag}-{system}-{repeat}.log"
+                    result = run_system(system, {**base, "variant": v.to_dict(), "repeat": repeat}, tmp, log)
+                    runs[v.name][system].append(result)
+                    wall = result["process_wall_s"]
+                    print(f"  {result['train_samples_per_s']:.1f} samples/s, {wall:.1f} s", flush=True)
+    default = summarize(runs[DEFAULT_VARIANT.name])
     report: dict[str, Any] = {
         "profile": profile.name,
         "date": datetime.date.today().isoformat(),
@@ -245,17 +379,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_steps": args.max_steps,
         "repeats": args.repeats,
         "settings": profile.to_dict(),
-        "machine": machine(profile.device, [r for rs in runs.values() for r in rs]),
+        "machine": machine(profile.device, [r for rs in runs.values() for r_s in rs.values() for r in r_s]),
         "warmup": "rates exclude the first optimizer step (reported as warmup_s); *_incl_warmup include it",
         "ratios_are": "ftlit / Trainer",
-        "systems": systems,
-        "ratios": ratios(systems["ftlit"], systems["trainer"]),
-        "same_batches": same_batches(runs),
-        "runs": runs,
+        **default,  # systems, ratios, same_batches, runs: the profile as is
     }
+    if len(variants) > 1:
+        report["variants"] = {
+            v.name: variant_report(v, runs[v.name], default["systems"]) for v in variants if v is not DEFAULT_VARIANT
+        }
     table = markdown(report)
-    (args.out / f"{profile.name}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{profile.name}.md").write_text(table)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{name}.md").write_text(table)
     print(table)
     return report
 

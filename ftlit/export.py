@@ -43,8 +43,8 @@ def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False
         overwrite: Replace an existing ``out`` folder (atomically: the old folder stays until the new one is
             complete).
         onnx: Also write ``model.onnx`` (inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` as the
-            tokenizer uses them, dynamic batch and sequence axes, output ``logits``). Needs ``onnx`` and
-            ``onnxscript``.
+            tokenizer uses them, dynamic batch and sequence axes, output ``logits``, or ``start_logits`` and
+            ``end_logits`` for question answering). Needs ``onnx`` and ``onnxscript``.
 
     Returns:
         The folder written.
@@ -127,6 +127,11 @@ def _plain_model(module: FineTuneModule, ckpt: dict[str, Any]) -> PreTrainedMode
     return model.eval()
 
 
+def output_names(model: PreTrainedModel) -> list[str]:
+    """The ONNX graph's outputs: ``logits``, or a span head's ``start_logits`` and ``end_logits``."""
+    return ["start_logits", "end_logits"] if type(model).__name__.endswith("ForQuestionAnswering") else ["logits"]
+
+
 class _Logits(torch.nn.Module):
     """Positional inputs in, logits out: the signature the ONNX graph gets."""
 
@@ -134,9 +139,12 @@ class _Logits(torch.nn.Module):
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.output_names = output_names(model)
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.model(**dict(zip(self.input_names, inputs, strict=True)))
+        logits = tuple(out[name] for name in self.output_names)
+        return logits if len(logits) > 1 else logits[0]
 
 
 def _export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
@@ -158,7 +166,7 @@ def _export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pat
             tuple(sample[n] for n in names),
             str(path),
             input_names=names,
-            output_names=["logits"],
+            output_names=output_names(model),
             dynamo=True,
             dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in names),),
             external_data=size > _ONNX_INLINE_LIMIT,

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    pipeline,
+)
 
 from conftest import cli_args, toy_rows, write_jsonl
 from ftlit import export as export_module
@@ -243,3 +250,66 @@ def test_help_documents_every_argument(capsys):
     assert "usage: ftlit export --ckpt_path CKPT_PATH --out OUT" in help_text
     for doc in ("Checkpoint written by", "Folder to create", "Replace an existing", "Also write ``model.onnx``"):
         assert doc in help_text
+
+
+def test_question_answering_export_gives_ftlit_predict_s_answers(tiny_bert, tmp_path):
+    """A QA checkpoint exports to a folder that plain transformers runs offline with ftlit's answers, and to ONNX.
+
+    transformers 5 removed the ``question-answering`` pipeline, so the folder is run as ``run_qa.py`` runs a model:
+    the same windows (max length 32, stride 8), ``AutoModelForQuestionAnswering``, the best span over all windows.
+    """
+    from test_qa import fit_args as qa_fit_args
+    from test_qa import toy_qa_rows
+
+    from ftlit.metrics.squad import best_spans
+
+    rows = toy_qa_rows(12, 9, words=(3, 40))
+    data = {
+        "train_file": str(write_jsonl(tmp_path / "train.jsonl", toy_qa_rows(96, 0, words=(3, 40)))),
+        "predict_file": str(
+            write_jsonl(tmp_path / "predict.jsonl", [{k: r[k] for k in ("question", "context")} for r in rows])
+        ),
+    }
+    args = qa_fit_args(tiny_bert, tmp_path / "run", data, "--trainer.max_epochs=3")
+    FtlitCLI(args=["fit", *args])
+    FtlitCLI(args=["predict", *args, "--ckpt_path=last"])
+    predictions = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    onnx = find_spec("onnxruntime") is not None and find_spec("onnxscript") is not None
+    out = export(str(tmp_path / "run" / "checkpoints" / "last.ckpt"), str(tmp_path / "hf"), onnx=onnx)
+    assert AutoConfig.from_pretrained(out).architectures == ["BertForQuestionAnswering"]
+
+    model = AutoModelForQuestionAnswering.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    window_args = {"truncation": "only_second", "max_length": 32, "stride": 8, "return_overflowing_tokens": True}
+    for row, expected in zip(rows, predictions, strict=True):
+        enc = tokenizer(row["question"], row["context"], return_offsets_mapping=True, **window_args)
+        spans = []
+        for w, window in enumerate(enc["offset_mapping"]):
+            # One window at a time, unpadded: padding must not take any of the n-best start and end positions.
+            with torch.no_grad():
+                logits = model(**{k: torch.tensor([enc[k][w]]) for k in tokenizer.model_input_names})
+            context = [tuple(o) if s == 1 else None for o, s in zip(window, enc.sequence_ids(w), strict=True)]
+            spans += best_spans(logits.start_logits[0], logits.end_logits[0], context)
+        start, end, score = max(spans, key=lambda s: (s[2], -s[0], -s[1]))
+        assert (row["context"][start:end], start, end) == (expected["answer"], expected["start"], expected["end"])
+        top = sorted((s[2] for s in spans), reverse=True)[:20]
+        probability = 1 / sum(torch.tensor(top).sub(score).exp().tolist())
+        assert probability == pytest.approx(expected["score"], abs=1e-4)
+    # The comparison means something: the model answers most questions right, from contexts of 1 to 3 windows.
+    right = sum(p["answer"] == r["answers"]["text"][0] for p, r in zip(predictions, rows, strict=True))
+    assert right >= len(rows) // 2, predictions
+
+    if not onnx:
+        pytest.skip("onnxruntime and onnxscript are needed for the ONNX half")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["start_logits", "end_logits"]
+    names = [i.name for i in session.get_inputs()]
+    enc = tokenizer([r["question"] for r in rows], [r["context"] for r in rows], padding=True, **window_args)
+    inputs = {n: torch.tensor(enc[n]) for n in names}
+    start_logits, end_logits = session.run(None, {n: v.numpy() for n, v in inputs.items()})
+    with torch.no_grad():
+        expected = model(**inputs)
+    torch.testing.assert_close(torch.from_numpy(start_logits), expected.start_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(end_logits), expected.end_logits, atol=1e-4, rtol=0)

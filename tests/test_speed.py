@@ -58,3 +58,10 @@ def test_compile_wraps_the_forward_and_keeps_checkpoint_names(tiny_bert):
     plain.configure_model()
     assert not hasattr(plain.model.forward, "_torchdynamo_orig_callable")
     assert isinstance(plain.model.forward.__self__, torch.nn.Module)
+
+
+def test_group_size_follows_hugging_face_rule():
+    # len // (4 * batch), at most 50, at least 1: a small data set is still sorted in several random groups.
+    assert LengthGroupedSampler([1] * 2402, batch_size=32).mega == 18
+    assert LengthGroupedSampler([1] * 100_000, batch_size=32).mega == 50
+    assert LengthGroupedSampler([1] * 10, batch_size=32).mega == 1

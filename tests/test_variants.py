@@ -278,3 +278,25 @@ def test_pos_weight_scales_the_positive_terms_of_the_loss(tiny_bert, tmp_path, c
     assert weighted.loss(logits, batch) == pytest.approx(expected.item(), rel=1e-5)
     err = fit_error([*base, "--model.pos_weight=[3.0]"], capsys)
     assert err == "ftlit: error: model.pos_weight: 1 weights for 2 labels"
+
+
+def test_hub_list_of_classlabel_ids_uses_the_classlabel_names(tiny_bert, tmp_path):
+    """GoEmotions' layout: ``labels`` is a ``Sequence(ClassLabel)``; ids become names, in the ClassLabel's order."""
+    import datasets
+
+    from ftlit.data import MultiLabelDataModule
+
+    names = ["question", "comma", "never-seen"]
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "labels": datasets.List(datasets.ClassLabel(names=names))}
+    )
+    folder = tmp_path / "hub-like"
+    for split in ("train", "validation"):
+        ds = datasets.Dataset.from_dict({"text": ["good ?", "bad , ."], "labels": [[0], [1]]}, features=features)
+        (folder / split).mkdir(parents=True)
+        ds.to_parquet(str(folder / split / "data.parquet"))
+    dm = MultiLabelDataModule(tokenizer=tiny_bert, dataset=str(folder), cache_dir=str(tmp_path / "cache"))
+    assert dm.label_names == names
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.datasets["validation"]["labels"] == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]

@@ -20,11 +20,15 @@ from ftlit.errors import ConfigError
 def _label_lists(feature: Any, separator: str) -> Callable[[Any], list[str] | None]:
     """A function from a cell of the label column to its label names (``None`` when the cell is no label list).
 
-    Text cells are split at ``separator``, and an empty one (a blank CSV cell reads as ``None``) means no label.
+    Text cells are split at ``separator``, and an empty one (a blank CSV cell reads as ``None``) means no label;
+    ``Sequence(ClassLabel)`` ids become their names.
     """
     if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         return lambda value: [name.strip() for name in (value or "").split(separator) if name.strip()]
-    return lambda value: [str(v) for v in value] if isinstance(value, list) else None
+    inner = getattr(feature, "feature", None)
+    # A Hub list of ClassLabel ids (GoEmotions): the ids' names are the labels.
+    name = inner.int2str if isinstance(inner, datasets.ClassLabel) else str
+    return lambda value: [name(v) for v in value] if isinstance(value, list) else None
 
 
 class MultiLabelDataModule(TextDataModule):
@@ -60,7 +64,8 @@ class MultiLabelDataModule(TextDataModule):
 
     @cached_property
     def label_names(self) -> list[str]:
-        """Label names in id order: given, the 0/1 column names, or every label seen in train, sorted."""
+        """Label names in id order: given, the 0/1 column names, a ClassLabel's names, or every label seen in train,
+        sorted."""
         if self.label_columns is not None:
             return list(self.label_columns)
         if self.given_labels is not None:
@@ -73,6 +78,9 @@ class MultiLabelDataModule(TextDataModule):
         train = self.raw["train"]
         if self.label_column not in train.column_names:
             raise column_error("data.label_column", self.label_column, "train", train)
+        inner = getattr(train.features[self.label_column], "feature", None)
+        if isinstance(inner, datasets.ClassLabel):
+            return list(inner.names)  # the dataset's own id order, as its card documents it
         to_names = _label_lists(train.features[self.label_column], self.label_separator)
         return sort_names({n for v in train[self.label_column] for n in to_names(v) or []})
 

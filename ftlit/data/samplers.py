@@ -24,14 +24,24 @@ class LengthGroupedSampler(Sampler[int]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
-        mega: int = 50,
+        mega: int | None = None,
     ) -> None:
+        """
+        Args:
+            lengths: Length of every row.
+            batch_size: Rows per batch.
+            seed: Seed of the shuffle (each epoch adds its number).
+            num_replicas: Number of ranks.
+            rank: This rank.
+            mega: Batches per sorted group; default as Hugging Face's: ``len(lengths) // (4 * batch_size)``, at
+                most 50, so even a small data set is sorted in several groups and stays random across them.
+        """
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.mega = mega
+        self.mega = mega or max(1, min(len(self.lengths) // (4 * batch_size), 50))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

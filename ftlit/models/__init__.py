@@ -2,6 +2,7 @@
 
 from ftlit.models.base import FineTuneModule
 from ftlit.models.multi_label import MultiLabelClassifier
+from ftlit.models.question_answering import QuestionAnswering
 from ftlit.models.regression import SequenceRegressor
 from ftlit.models.sequence_classification import SequenceClassifier
 from ftlit.models.token_classification import TokenClassifier
@@ -9,6 +10,7 @@ from ftlit.models.token_classification import TokenClassifier
 __all__ = [
     "FineTuneModule",
     "MultiLabelClassifier",
+    "QuestionAnswering",
     "SequenceRegressor",
     "SequenceClassifier",
     "TokenClassifier",
