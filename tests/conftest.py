@@ -83,8 +83,23 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FTLIT_CACHE", str(tmp_path / "cache"))
 
 
-def cli_args(tiny_bert: str, data: dict[str, str], root: Path, *extra: str) -> list[str]:
-    """A complete `ftlit fit` command line for the tiny model on ``data``."""
+CLASSIFICATION = ("ftlit.models.SequenceClassifier", "ftlit.data.ClassificationDataModule")
+
+
+def cli_args(
+    tiny_bert: str,
+    data: dict[str, str],
+    root: Path,
+    *extra: str,
+    task: tuple[str, str] = CLASSIFICATION,
+    defaults: tuple[str, ...] = (),
+) -> list[str]:
+    """A complete `ftlit fit` command line for the tiny model on ``data``.
+
+    ``task`` is the (model, data module) pair; a task's ``defaults`` come before ``data`` and ``extra``, which
+    override them.
+    """
+    model, data_module = task
     args = [
         "--seed_everything=0",
         f"--trainer.default_root_dir={root}",
@@ -94,14 +109,37 @@ def cli_args(tiny_bert: str, data: dict[str, str], root: Path, *extra: str) -> l
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--trainer.log_every_n_steps=1",
-        "--model=ftlit.models.SequenceClassifier",
+        f"--model={model}",
         f"--model.backbone={tiny_bert}",
         "--model.learning_rate=3e-3",
-        "--data=ftlit.data.ClassificationDataModule",
+        f"--data={data_module}",
         "--data.batch_size=8",
+        *defaults,
     ]
     args += [f"--data.{k}={v}" for k, v in data.items()]
     return args + list(extra)
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """Run ``ftlit <argv>`` on bad input and return its error line.
+
+    It must exit with code 2, print exactly one ``ftlit: error:`` line, last, and no traceback, and start no
+    training (no ``checkpoints/`` folder under the run's root).
+    """
+    from ftlit.cli import main
+
+    roots = [a.split("=", 1)[1] for a in argv if a.startswith("--trainer.default_root_dir=")]
+    had_checkpoints = bool(roots) and (Path(roots[-1]) / "checkpoints").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("ftlit: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == errors[0]
+    if roots and not had_checkpoints:
+        assert not (Path(roots[-1]) / "checkpoints").exists(), "training started despite bad input"
+    return errors[0]
 
 
 def read_metrics(root: Path) -> list[dict[str, str]]:

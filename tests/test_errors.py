@@ -14,20 +14,8 @@ import pytest
 import torch
 from test_ner import fit_args, toy_ner_rows, write_conll
 
-from conftest import cli_args, toy_rows, write_jsonl
+from conftest import cli_args, cli_error, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
-
-
-def error_of(argv: list[str], capsys) -> str:
-    """Run ``ftlit <argv>``; expect exit code 2 with exactly one ``ftlit: error:`` line, last, and no traceback."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("ftlit: error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
-    assert err.strip().splitlines()[-1] == errors[0]
-    return errors[0]
 
 
 def assert_no_work(tmp_path: Path, root: Path) -> None:
@@ -39,7 +27,7 @@ def assert_no_work(tmp_path: Path, root: Path) -> None:
 def run_fit(tiny_bert, data, tmp_path, capsys, *extra) -> str:
     """Run `ftlit fit`, expect a clean exit with an error before any work, and return the one-line message."""
     root = tmp_path / "run"
-    err = error_of(["fit", *cli_args(tiny_bert, data, root, *extra)], capsys)
+    err = cli_error(["fit", *cli_args(tiny_bert, data, root, *extra)], capsys)
     assert_no_work(tmp_path, root)
     return err
 
@@ -47,7 +35,7 @@ def run_fit(tiny_bert, data, tmp_path, capsys, *extra) -> str:
 def run_ner_fit(tiny_bert, data, tmp_path, capsys, *extra) -> str:
     """`run_fit` for the NER task (``ftlit.models.TokenClassifier`` on ``TokenClassificationDataModule``)."""
     root = tmp_path / "run"
-    err = error_of(["fit", *fit_args(tiny_bert, root, data, *extra)], capsys)
+    err = cli_error(["fit", *fit_args(tiny_bert, root, data, *extra)], capsys)
     assert_no_work(tmp_path, root)
     return err
 
@@ -158,7 +146,7 @@ def test_unreadable_and_foreign_checkpoints(tiny_bert, toy_data, tmp_path, capsy
         (foreign, f"ckpt_path: '{foreign}' is not an ftlit checkpoint"),
         (tmp_path / "missing.ckpt", "does not exist"),
     ]:
-        assert expected in error_of(["test", *cli_args(tiny_bert, toy_data, tmp_path), f"--ckpt_path={path}"], capsys)
+        assert expected in cli_error(["test", *cli_args(tiny_bert, toy_data, tmp_path), f"--ckpt_path={path}"], capsys)
 
 
 def test_checkpoint_with_other_labels_or_task(tiny_bert, toy_data, tmp_path, capsys):
@@ -166,13 +154,13 @@ def test_checkpoint_with_other_labels_or_task(tiny_bert, toy_data, tmp_path, cap
     FtlitCLI(args=["fit", *cli_args(tiny_bert, toy_data, root, "--trainer.max_epochs=1")])
     ckpt = root / "checkpoints" / "last.ckpt"
     args = cli_args(tiny_bert, toy_data, root, "--data.labels=[neg,pos,mixed]")
-    err = error_of(["test", *args, f"--ckpt_path={ckpt}"], capsys)
+    err = cli_error(["test", *args, f"--ckpt_path={ckpt}"], capsys)
     assert err.startswith("ftlit: error: data.labels: the checkpoint was trained with labels ['neg', 'pos']")
 
     other = torch.load(ckpt, weights_only=True)
     other["hyper_parameters"]["_class_path"] = "ftlit.models.TokenClassifier"
     torch.save(other, tmp_path / "other.ckpt")
-    err = error_of(["test", *cli_args(tiny_bert, toy_data, root), f"--ckpt_path={tmp_path / 'other.ckpt'}"], capsys)
+    err = cli_error(["test", *cli_args(tiny_bert, toy_data, root), f"--ckpt_path={tmp_path / 'other.ckpt'}"], capsys)
     assert "holds a ftlit.models.TokenClassifier, but model.class_path is" in err
 
 
@@ -464,7 +452,7 @@ def ner_train(tmp_path) -> str:
             {},
             ["--model=ftlit.models.SequenceClassifier"],
             "data.class_path: SequenceClassifier trains on ftlit.data.ClassificationDataModule, not "
-            "ftlit.data.token_classification.TokenClassificationDataModule: pick the matching pair",
+            "ftlit.data.TokenClassificationDataModule: pick the matching pair",
         ),
     ],
     ids=[
@@ -559,7 +547,7 @@ def test_bad_input_leaves_an_existing_checkpoint_folder_byte_identical(
     root = tmp_path / "run"
     shutil.copytree(trained["root"] / "checkpoints", root / "checkpoints")
     before = snapshot(root / "checkpoints")
-    err = error_of(["fit", *cli_args(tiny_bert, trained["data"], root, "--trainer.max_epochs=2", *extra)], capsys)
+    err = cli_error(["fit", *cli_args(tiny_bert, trained["data"], root, "--trainer.max_epochs=2", *extra)], capsys)
     assert err.startswith(f"ftlit: error: {field}: ")
     assert snapshot(root / "checkpoints") == before
 
@@ -574,7 +562,7 @@ def test_predict_refuses_an_existing_output_file_and_leaves_it_untouched(tiny_be
     args = cli_args(tiny_bert, trained["data"], root, f"--ckpt_path={trained['root'] / 'checkpoints' / 'last.ckpt'}")
     if output is not None:
         args.append(f"--predictions.output={path}")
-    err = error_of(["predict", *args], capsys)
+    err = cli_error(["predict", *args], capsys)
     assert err == f"ftlit: error: predictions.output: '{path}' exists: set predictions.overwrite=true or another path"
     assert path.read_text() == "keep me\n" and path.stat().st_mtime_ns == mtime
     assert not list(path.parent.glob(".*.tmp")), "a temporary file was left behind"
@@ -585,5 +573,5 @@ def test_predict_refuses_an_existing_output_file_before_any_work(tiny_bert, trai
     root.mkdir()
     (root / "predictions.jsonl").write_text("keep me\n")
     args = cli_args(tiny_bert, trained["data"], root, f"--ckpt_path={trained['root'] / 'checkpoints' / 'last.ckpt'}")
-    error_of(["predict", *args], capsys)
+    cli_error(["predict", *args], capsys)
     assert not (tmp_path / "cache").exists(), "the data was tokenized before the existing file was refused"

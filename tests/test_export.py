@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from importlib.util import find_spec
@@ -313,3 +314,136 @@ def test_question_answering_export_gives_ftlit_predict_s_answers(tiny_bert, tmp_
         expected = model(**inputs)
     torch.testing.assert_close(torch.from_numpy(start_logits), expected.start_logits, atol=1e-4, rtol=0)
     torch.testing.assert_close(torch.from_numpy(end_logits), expected.end_logits, atol=1e-4, rtol=0)
+
+
+# --- named-entity recognition ---------------------------------------------------------------------------------------
+
+# Raw texts for `ftlit predict` and the pipeline: upper case, double spaces and tabs (offsets into the original
+# text), words of one sub-token and of several (GOODS -> good ##s, badly -> bad ##ly), the two-word ORG entity, an
+# I-ORG with no B-ORG before it, adjacent entities of one type (split at B-, as seqeval splits them), an unknown word
+# ([UNK]) and an empty text.
+NER_TEXTS = [
+    "The movie is GOODS and  the food service\tis badly .",
+    "greatly the plot was poorly",
+    "food service food service",
+    "goods greatly bad awful",
+    "the service was xylophone good",
+    "",
+]
+# A word with punctuation attached: ftlit's words are whitespace-separated, the pipeline's are BERT's pre-tokens.
+NER_PUNCTUATED = "the food service was badly."
+
+
+def test_ner_export_runs_in_the_token_classification_pipeline_with_ftlit_predict_s_entities(tiny_bert, tmp_path):
+    """The `token-classification` pipeline on a NER export gives `ftlit predict`'s entities, tags and scores.
+
+    What matches, and why: with ``aggregation_strategy="first"`` the pipeline tags a word by its first sub-token
+    (argmax there, as ftlit), scores an entity with the mean over its words of that sub-token's top probability (as
+    ftlit) and groups word tags as seqeval's default mode does for IOB2 tags (``B-X I-X`` one entity, ``B-X B-X``
+    two, ``I-X`` after ``O`` or another type starts one, a change of type ends one). So on texts whose whitespace
+    words are each one BERT pre-token, entity types, character spans, text and score all match. The pipeline's own
+    ``word`` is detokenized (lower case, for an uncased model), so the text is compared as ``text[start:end]``.
+
+    What differs: the pipeline splits words at punctuation too (BERT's pre-tokenizer), ftlit at whitespace only, so
+    for ``badly.`` ftlit's entity spans the whole word with its ``.`` and the pipeline's stops before it; the word
+    tags (first sub-token of each whitespace word, from ``aggregation_strategy="none"``) still match there. The
+    pipeline knows no IOBES (``E-``/``S-`` tags), which ftlit reads as seqeval does; these tags are IOB2 only.
+    """
+    from test_ner import fit_args as ner_fit_args
+    from test_ner import toy_ner_rows, write_conll
+
+    from ftlit.data.token_classification import word_spans
+    from ftlit.models.token_classification import TokenClassifier
+
+    texts = [*NER_TEXTS, NER_PUNCTUATED]
+    data = {
+        "train_file": str(write_conll(tmp_path / "train.conll", toy_ner_rows(96, 0))),
+        "predict_file": str(write_jsonl(tmp_path / "predict.jsonl", [{"text": t} for t in texts])),
+    }
+    args = ner_fit_args(tiny_bert, tmp_path / "run", data)
+    FtlitCLI(args=["fit", *args])
+    FtlitCLI(args=["predict", *args, "--ckpt_path=last"])
+    predictions = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    out = export(str(ckpt), str(tmp_path / "hf"))
+
+    labels = ["B-NEG", "B-ORG", "B-POS", "I-ORG", "O"]  # every tag seen in train, sorted
+    config = AutoConfig.from_pretrained(out)
+    assert config.architectures == ["BertForTokenClassification"]
+    assert config.id2label == dict(enumerate(labels))
+    assert config.label2id == {tag: i for i, tag in enumerate(labels)}
+
+    first = pipeline("token-classification", model=str(out), aggregation_strategy="first", device="cpu")
+    tokens = pipeline("token-classification", model=str(out), aggregation_strategy="none", ignore_labels=[])
+    by_token = tokens(texts)
+
+    # Entities: type, characters, text and score, on the texts without punctuation attached to a word.
+    for text, expected, got in zip(NER_TEXTS, predictions[:-1], first(NER_TEXTS), strict=True):
+        spans = [(e["entity_group"], e["start"], e["end"], text[e["start"] : e["end"]]) for e in got]
+        assert spans == [(e["type"], e["start"], e["end"], e["text"]) for e in expected["entities"]], text
+        assert [float(e["score"]) for e in got] == pytest.approx([e["score"] for e in expected["entities"]], abs=1e-4)
+    # ... and with one attached: the same words are tagged, but ftlit's entity holds the "." and the pipeline's not.
+    start = NER_PUNCTUATED.index("badly")
+    assert ("badly.", "NEG", start, start + 6) in [
+        (e["text"], e["type"], e["start"], e["end"]) for e in predictions[-1]["entities"]
+    ]
+    assert ("NEG", start, start + 5) in [(e["entity_group"], e["start"], e["end"]) for e in first(NER_PUNCTUATED)]
+
+    # Word tags: the pipeline's tag at the first sub-token of each whitespace word is ftlit's tag of that word.
+    overruled = 0  # continuation sub-tokens whose own top tag is not their word's: "first" must ignore them
+    for text, expected, got in zip(texts, predictions, by_token, strict=True):
+        at_start: dict[int, str] = {}
+        for token in got:
+            at_start.setdefault(token["start"], token["entity"])
+        assert [at_start[a] for a, _ in word_spans(text)] == expected["tags"], text
+        word_tag = dict(zip((a for a, _ in word_spans(text)), expected["tags"], strict=True))
+        tag = None
+        for token in got:
+            tag = word_tag.get(token["start"], tag)
+            overruled += token["entity"] != tag
+
+    # Per-token probabilities, every sub-token: the pipeline's top tag and probability are those of ftlit's model
+    # (as `ftlit predict` runs it: rebuilt from the checkpoint, words tokenized apart, one padded batch).
+    module = TokenClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    words = [[text[a:b] for a, b in word_spans(text)] for text in texts]
+    batch = tokenizer(words, is_split_into_words=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = module(dict(batch)).softmax(-1)
+    compared = 0
+    for i, (text, got) in enumerate(zip(texts, by_token, strict=True)):
+        assert len(got) == int(batch["attention_mask"][i].sum()) - 2, text  # every token but [CLS] and [SEP]
+        for token in got:
+            top, tag = probs[i, token["index"]].max(-1)
+            word = tokenizer.convert_ids_to_tokens(int(batch["input_ids"][i, token["index"]]))
+            # Same token at the same place; the pipeline shows an unknown word as its text rather than [UNK].
+            assert token["word"] == (text[token["start"] : token["end"]] if word == "[UNK]" else word), text
+            assert (token["entity"], float(token["score"])) == (labels[int(tag)], pytest.approx(float(top), abs=1e-4))
+            compared += 1
+
+    # The comparison means something: entities of one and of several sub-tokens, and of two words, were found.
+    # An entity opened by I-ORG, adjacent entities of one type, and sub-tokens tagged unlike their word's first.
+    found = {(e["text"], e["type"]) for row in predictions for e in row["entities"]}
+    assert {("GOODS", "POS"), ("badly", "NEG"), ("food service", "ORG"), ("greatly", "POS")} <= found, found
+    assert "I-ORG" in predictions[4]["tags"] and ("service", "ORG") in found, predictions[4]
+    assert [e["type"] for e in predictions[2]["entities"]] == ["ORG", "ORG"], predictions[2]
+    assert [e["type"] for e in predictions[3]["entities"]][:2] == ["POS", "POS"], predictions[3]
+    assert overruled > 0 and compared > 30
+
+
+def test_token_classification_pipeline_groups_iob2_word_tags_as_ftlit_does(tiny_bert):
+    """The pipeline's grouping of word tags into entities is ftlit's (seqeval's default mode) for every IOB2
+    sequence of two types up to five words: B- always opens an entity, I- continues one of its type or opens one.
+
+    This is what lets the NER export test compare entities and not only tags; IOBES tags would not group alike.
+    """
+    from ftlit.metrics.span_f1 import extract_entities
+
+    tagger = pipeline("token-classification", model=tiny_bert, device="cpu")
+    tags = ["O", "B-X", "I-X", "B-Y", "I-Y"]
+    for length in range(1, 6):
+        for sequence in itertools.product(tags, repeat=length):
+            words = [{"entity": t, "score": 0.5, "word": "a", "start": i, "end": i + 1} for i, t in enumerate(sequence)]
+            groups = tagger.group_entities(words)
+            got = [(g["entity_group"], g["start"], g["end"] - 1) for g in groups if g["entity_group"] != "O"]
+            assert got == extract_entities(list(sequence)), sequence

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import FILLER, NEGATIVE, POSITIVE, column, read_metrics, write_jsonl
+from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, read_metrics, write_jsonl
 from ftlit.cli import FtlitCLI, main
 from ftlit.data.token_classification import TokenClassificationDataModule
 from ftlit.errors import ConfigError
@@ -20,8 +20,8 @@ from ftlit.models.token_classification import TokenClassifier
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ner"
 SAMPLE = FIXTURES / "sample.conll"
-MODEL = "--model=ftlit.models.token_classification.TokenClassifier"
-DATA = "--data=ftlit.data.token_classification.TokenClassificationDataModule"
+DEFAULTS = ("--trainer.max_epochs=4", "--model.scheduler=constant", "--data.batch_size=16")
+TASK = ("ftlit.models.TokenClassifier", "ftlit.data.TokenClassificationDataModule")
 
 # Entity words of the toy set: each word decides its tag, so the tiny model learns it in a few epochs. The -s/-ly
 # forms split into sub-tokens (good ##s, bad ##ly); "food service" is the two-word ORG entity.
@@ -187,34 +187,12 @@ def test_truncation_warns_once_with_the_count(tiny_bert, tmp_path):
 
 def fit_args(tiny_bert: str, root: Path, data: dict[str, str], *extra: str) -> list[str]:
     """An `ftlit fit` command line for the tiny model on NER data."""
-    args = [
-        "--seed_everything=0",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.max_epochs=4",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.log_every_n_steps=1",
-        MODEL,
-        f"--model.backbone={tiny_bert}",
-        "--model.learning_rate=3e-3",
-        "--model.scheduler=constant",
-        DATA,
-        "--data.batch_size=16",
-    ]
-    return args + [f"--data.{k}={v}" for k, v in data.items()] + list(extra)
+    return cli_args(tiny_bert, data, root, *extra, task=TASK, defaults=DEFAULTS)
 
 
 def fit_error(tiny_bert: str, tmp_path: Path, capsys, data: dict[str, str], *extra: str) -> str:
     """Run `ftlit fit` on bad input: it must exit 2 before training, with one line naming the field."""
-    root = tmp_path / "run"
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", *fit_args(tiny_bert, root, data, *extra)])
-    assert exc.value.code == 2
-    assert not (root / "checkpoints").exists(), "training started despite bad input"
-    lines = capsys.readouterr().err.strip().splitlines()
-    return lines[-1]
+    return cli_error(["fit", *fit_args(tiny_bert, tmp_path / "run", data, *extra)], capsys)
 
 
 def test_missing_columns_list_the_columns(tiny_bert, tmp_path, capsys):

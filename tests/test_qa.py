@@ -15,7 +15,7 @@ import torch
 import yaml
 from test_production import ftlit, last_metrics
 
-from conftest import FILLER, NEGATIVE, POSITIVE, column, read_metrics, write_jsonl
+from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, read_metrics, write_jsonl
 from ftlit.cli import FtlitCLI, main
 from ftlit.data.question_answering import CONTEXT, END, EXAMPLE_IDX, OFFSETS, START, QuestionAnsweringDataModule
 from ftlit.errors import ConfigError
@@ -24,8 +24,14 @@ from ftlit.models.question_answering import QuestionAnswering
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qa"
 V1, V2 = FIXTURES / "squad_v1.json", FIXTURES / "squad_v2.json"
-MODEL = "--model=ftlit.models.QuestionAnswering"
-DATA = "--data=ftlit.data.QuestionAnsweringDataModule"
+DEFAULTS = (
+    "--trainer.max_epochs=4",
+    "--model.scheduler=constant",
+    "--data.batch_size=16",
+    "--data.max_length=32",
+    "--data.doc_stride=8",
+)
+TASK = ("ftlit.models.QuestionAnswering", "ftlit.data.QuestionAnsweringDataModule")
 DDP = ("--trainer.strategy=ddp", "--trainer.devices=2")
 
 # The toy task: the answer is the context's one sentiment word, with the "very" before it when there is one. Every
@@ -521,35 +527,12 @@ def test_n_best_limits_the_positions_tried(tiny_bert, tmp_path):
 
 def fit_args(tiny_bert: str, root: Path, data: dict[str, str], *extra: str) -> list[str]:
     """An `ftlit fit` command line for the tiny model on QA data."""
-    args = [
-        "--seed_everything=0",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.max_epochs=4",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.log_every_n_steps=1",
-        MODEL,
-        f"--model.backbone={tiny_bert}",
-        "--model.learning_rate=3e-3",
-        "--model.scheduler=constant",
-        DATA,
-        "--data.batch_size=16",
-        "--data.max_length=32",
-        "--data.doc_stride=8",
-    ]
-    return args + [f"--data.{k}={v}" for k, v in data.items()] + list(extra)
+    return cli_args(tiny_bert, data, root, *extra, task=TASK, defaults=DEFAULTS)
 
 
 def fit_error(tiny_bert: str, tmp_path: Path, capsys, data: dict[str, str], *extra: str) -> str:
     """Run `ftlit fit` on bad input: it must exit 2 before training, with one line naming the field."""
-    root = tmp_path / "run"
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", *fit_args(tiny_bert, root, data, *extra)])
-    assert exc.value.code == 2
-    assert not (root / "checkpoints").exists(), "training started despite bad input"
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    return cli_error(["fit", *fit_args(tiny_bert, tmp_path / "run", data, *extra)], capsys)
 
 
 def test_bad_input_is_one_line_naming_the_field(tiny_bert, tmp_path, capsys):
@@ -606,12 +589,11 @@ def test_bad_input_is_one_line_naming_the_field(tiny_bert, tmp_path, capsys):
 
 
 def test_a_qa_model_refuses_other_data(tiny_bert, tmp_path, capsys):
-    args = fit_args(tiny_bert, tmp_path, {"train_file": str(V1)})
-    args[args.index(DATA)] = "--data=ftlit.data.TokenClassificationDataModule"
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", *[a for a in args if not a.startswith("--data.doc_stride")]])
-    assert exc.value.code == 2
-    assert "QuestionAnswering trains on ftlit.data.QuestionAnsweringDataModule" in capsys.readouterr().err
+    args = cli_args(
+        tiny_bert, {"train_file": str(V1)}, tmp_path, task=(TASK[0], "ftlit.data.TokenClassificationDataModule")
+    )
+    err = cli_error(["fit", *args], capsys)
+    assert "QuestionAnswering trains on ftlit.data.QuestionAnsweringDataModule" in err
 
 
 # --- fit, validate, test, predict through the CLI -----------------------------------------------------------------

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import pipeline
 
-from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, column, write_jsonl
-from ftlit.cli import FtlitCLI, main
+from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, write_jsonl
+from ftlit.cli import FtlitCLI
 from ftlit.export import export
 
 REGRESSION = ["--model=ftlit.models.SequenceRegressor", "--data=ftlit.data.RegressionDataModule"]
@@ -121,13 +121,8 @@ def test_regression_predictions_and_export(regression_run):
 
 
 def fit_error(args: list[str], capsys) -> str:
-    """Run `ftlit fit`, expect exit code 2 before any training, and return the error line."""
-    root = Path(args[[a.split("=")[0] for a in args].index("--trainer.default_root_dir")].split("=", 1)[1])
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", *args])
-    assert exc.value.code == 2
-    assert not (root / "checkpoints").exists(), "training started despite bad input"
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    """Run `ftlit fit` on bad input and return its one error line (see ``conftest.cli_error``)."""
+    return cli_error(["fit", *args], capsys)
 
 
 @pytest.mark.parametrize(("value", "shown"), [("high", "'high'"), (None, "None"), (float("nan"), "None")])
