@@ -708,3 +708,9 @@ def test_ddp_scores_and_predictions_equal_a_single_process(tiny_bert, tmp_path):
     for a, b in zip(multi, single, strict=True):
         assert (a["answer"], a["start"], a["end"]) == (b["answer"], b["start"], b["end"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_reinit_pooler_on_a_model_without_a_pooler_is_an_error(tiny_bert, tmp_path, capsys):
+    # BertForQuestionAnswering builds BERT without its pooler: there is nothing to re-initialise.
+    err = fit_error(tiny_bert, tmp_path, capsys, {"train_file": str(V1)}, "--model.reinit_pooler=true")
+    assert err == "ftlit: error: model.reinit_pooler: BertForQuestionAnswering has no pooler: drop the key"

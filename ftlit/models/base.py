@@ -195,6 +195,8 @@ class FineTuneModule(pl.LightningModule):
         for key in ("freeze_layers", "reinit_layers"):
             if h[key] > n:
                 raise ConfigError(f"model.{key}", f"{h[key]} is more than the model's {n} layers")
+        if h.reinit_pooler and not parts.top:
+            raise ConfigError("model.reinit_pooler", f"{type(self.model).__name__} has no pooler: drop the key")
         if pretrained and (h.reinit_layers or h.reinit_pooler):
             strategies.reinit_top_layers(self.model, parts, h.reinit_layers, h.reinit_pooler)
         strategies.freeze(parts, h.freeze_backbone, h.freeze_embeddings, h.freeze_layers)
