@@ -196,4 +196,9 @@ def main(args: list[str] | None = None) -> None:
 
         export_main(argv[1:])
         return
+    if argv[:1] == ["plot"]:
+        from ftlit.plots import main as plot_main  # imported here: ftlit.plots imports ftlit.cli
+
+        plot_main(argv[1:])
+        return
     report_errors(lambda: FtlitCLI(args=args))

@@ -1,18 +1,24 @@
-"""DDP on the CPU (2 processes, gloo) for the NER task: entity scores and predictions equal a single process's."""
+"""DDP on the CPU (2 processes, gloo) for NER, regression and multi-label classification: validation scores and
+predictions equal a single process's."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from test_ner import fit_args, toy_ner_rows, write_conll
-from test_production import ftlit, last_metrics
+from test_production import TESTS, ftlit, last_metrics
+from test_variants import FAST, MULTI_LABEL, REGRESSION, REGRESSION_FIT, read_jsonl, scored_rows, tagged_rows
 
-from conftest import write_jsonl
-from ftlit.cli import FtlitCLI
+from conftest import cli_args, write_jsonl
+from ftlit.cli import FtlitCLI, main
 
 DDP = ("--trainer.strategy=ddp", "--trainer.devices=2")
 # Odd on purpose: 41 validation sentences and 17 texts to tag do not split evenly over 2 ranks, and with 4 rows a
@@ -96,3 +102,121 @@ def test_ddp_predict_writes_entities_in_input_order_like_a_single_process(tiny_b
         assert a["tags"] == b["tags"]
         assert [{**e, "score": None} for e in a["entities"]] == [{**e, "score": None} for e in b["entities"]]
         assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-6)
+
+
+# --- regression and multi-label -----------------------------------------------------------------------------------
+# One DDP start costs ~15 s on 2 cores, most of it importing torch and Lightning in both ranks. The four DDP commands
+# below (validate and predict, for each task) therefore run one after another in a single two-rank job: this file run
+# as a script calls `ftlit.cli.main` (what `ftlit` runs) once per command. Lightning's launcher starts the second rank
+# on the first command; the later ones find the ranks and the process group already there, as under torchrun.
+
+
+def run_in_one_job(commands: list[list[str]], folder: Path) -> set[str]:
+    """Run ``ftlit`` commands in order in one new process (and the ranks it launches).
+
+    Returns the ``<command number> <subcommand> rank <r> of <world size>`` line that every rank printed after each
+    command (the ranks share the output pipe).
+    """
+    plan = folder / "commands.json"
+    plan.write_text(json.dumps(commands))
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    result = subprocess.run(
+        [sys.executable, __file__, str(plan)], cwd=TESTS, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"ftlit commands failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return {line for line in result.stdout.splitlines() if " rank " in line}
+
+
+TASKS = {
+    "regression": {
+        "flags": [*REGRESSION, "--data.label_column=score", *REGRESSION_FIT, "--trainer.max_epochs=1"],
+        "rows": scored_rows,
+        "metrics": ("val/pearson", "val/spearman", "val/mse", "val/loss"),
+    },
+    "multi_label": {
+        "flags": [*MULTI_LABEL, "--data.label_column=topics", *FAST, "--trainer.max_epochs=2"],
+        "rows": tagged_rows,
+        "metrics": ("val/f1_micro", "val/f1_macro", "val/exact_match", "val/loss"),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def text_task_runs(tiny_bert, tmp_path_factory) -> dict[str, Path]:
+    """Per task: one short fit in this process, then `validate` and `predict` of its checkpoint with 1 and 2 processes.
+
+    Returns each task's folder, which holds the run folders ``validate-one``, ``validate-two``, ``predict-one`` and
+    ``predict-two``.
+    """
+    tmp = tmp_path_factory.mktemp("text-tasks-ddp")
+    runs, ddp_commands = {}, []
+    for name, task in TASKS.items():
+        folder = tmp / name
+        folder.mkdir()
+        make = task["rows"]
+        data = {
+            "train_file": str(write_jsonl(folder / "train.jsonl", make(96, 0))),
+            "validation_file": str(write_jsonl(folder / "validation.jsonl", make(N_VALIDATION, 1))),
+            "predict_file": str(
+                write_jsonl(folder / "predict.jsonl", [{"text": r["text"]} for r in make(N_PREDICT, 9)])
+            ),
+            "eval_batch_size": str(EVAL_BATCH),
+            "cache_dir": str(folder / "cache"),  # the autouse cache fixture is per test; this fixture is per module
+        }
+
+        def command(root: Path, *extra: str, data=data, flags=task["flags"]) -> list[str]:
+            return cli_args(tiny_bert, data, root, *flags, *extra)
+
+        # 12 or 24 steps (no validation: only the checkpoint counts): the scores compared below are neither 0 nor 1
+        # (checked), so a row counted twice or lost would show.
+        FtlitCLI(args=["fit", *command(folder / "fit", "--trainer.limit_val_batches=0")])
+        ckpt = f"--ckpt_path={folder / 'fit' / 'checkpoints' / 'last.ckpt'}"
+        for stage in ("validate", "predict"):
+            FtlitCLI(args=[stage, *command(folder / f"{stage}-one"), ckpt])
+            ddp_commands.append([stage, *command(folder / f"{stage}-two", *DDP), ckpt])
+        runs[name] = folder
+    reports = run_in_one_job(ddp_commands, tmp)
+    # Every command ran on both ranks of one 2-process group (none fell back to a single process).
+    assert reports == {f"{i} {c[0]} rank {r} of 2" for i, c in enumerate(ddp_commands) for r in (0, 1)}, reports
+    return runs
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_ddp_validation_metrics_equal_a_single_process(text_task_runs, task):
+    one, two = (text_task_runs[task] / f"validate-{n}" for n in ("one", "two"))
+    scores = {key: last_metrics(one, key) for key in TASKS[task]["metrics"]}
+    bounded = {k: v for k, v in scores.items() if k not in ("val/mse", "val/loss")}
+    assert all(0.0 < abs(v) < 1.0 for v in bounded.values()), f"a trivial score would hide a lost row: {scores}"
+    for key, value in scores.items():
+        assert last_metrics(two, key) == pytest.approx(value, abs=1e-5), key
+
+
+def test_ddp_regression_predictions_in_input_order_like_a_single_process(text_task_runs):
+    single, multi = (
+        read_jsonl(text_task_runs["regression"] / f"predict-{n}/predictions.jsonl") for n in ("one", "two")
+    )
+    assert len(multi) == len(single) == N_PREDICT
+    values = [r["value"] for r in single]
+    assert len(set(values)) == N_PREDICT, "rows with equal values would not show a wrong order"
+    assert [r["value"] for r in multi] == pytest.approx(values, abs=1e-5)
+
+
+def test_ddp_multi_label_predictions_in_input_order_like_a_single_process(text_task_runs):
+    single, multi = (
+        read_jsonl(text_task_runs["multi_label"] / f"predict-{n}/predictions.jsonl") for n in ("one", "two")
+    )
+    assert len(multi) == len(single) == N_PREDICT
+    assert len({json.dumps(r["probs"]) for r in single}) == N_PREDICT, "equal rows would not show a wrong order"
+    assert len({tuple(r["labels"]) for r in single}) > 1, "the same labels for every text would not show one either"
+    assert [r["labels"] for r in multi] == [r["labels"] for r in single]
+    for a, b in zip(multi, single, strict=True):
+        assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+
+
+if __name__ == "__main__":
+    # `run_in_one_job`: every rank runs the same commands in the same order.
+    for number, args in enumerate(json.loads(Path(sys.argv[1]).read_text())):
+        main(args)
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        print(f"{number} {args[0]} rank {rank} of {world}", flush=True)

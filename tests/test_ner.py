@@ -10,10 +10,9 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-import yaml
 
 from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, read_metrics, write_jsonl
-from ftlit.cli import FtlitCLI, main
+from ftlit.cli import FtlitCLI
 from ftlit.data.token_classification import TokenClassificationDataModule
 from ftlit.errors import ConfigError
 from ftlit.models.token_classification import TokenClassifier
@@ -356,14 +355,3 @@ def test_predict_writes_entities_with_character_offsets(trained):
     assert all(0.2 <= e["score"] <= 1.0 for e in rows[0]["entities"])
     assert rows[0]["tags"] == ["O", "O", "O", "B-POS", "O", "O", "B-ORG", "I-ORG", "O", "B-NEG", "O"]
     assert rows[1] == {"entities": [], "tags": []}
-
-
-def test_ner_config_parses(capsys):
-    config_file = Path(__file__).parent.parent / "configs" / "ner.yaml"
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", f"--config={config_file}", "--print_config"])
-    assert exc.value.code == 0
-    config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["class_path"] == "ftlit.models.token_classification.TokenClassifier"
-    assert config["data"]["init_args"]["tags_column"] == "ner_tags"
-    assert config["checkpoint"]["monitor"] == "val/f1"

@@ -12,11 +12,10 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-import yaml
 from test_production import ftlit, last_metrics
 
 from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, read_metrics, write_jsonl
-from ftlit.cli import FtlitCLI, main
+from ftlit.cli import FtlitCLI
 from ftlit.data.question_answering import CONTEXT, END, EXAMPLE_IDX, OFFSETS, START, QuestionAnsweringDataModule
 from ftlit.errors import ConfigError
 from ftlit.metrics.squad import SquadMetric, exact_match
@@ -406,10 +405,10 @@ def test_prediction_score_is_a_probability_over_the_n_best(tiny_bert):
     context = "good bad , it is fine"
     spans = [(0, 4, 4.0), (5, 8, 3.0), (0, 8, 2.0), (11, 13, 1.0)]
 
-    def row(n_best: int, version_2: bool, answer: str = "good", null: float = 3.5) -> dict:
+    def row(n_best: int, version_2: bool, choice: tuple[int, int] | None = (0, 4), null: float = 3.5) -> dict:
         model = QuestionAnswering(backbone=tiny_bert, n_best=n_best)
         model.version_2 = version_2
-        return model._answer_row("q", context, answer, spans, null)
+        return model._answer_row("q", context, choice, spans, null)
 
     def softmax_first(*scores: float) -> float:
         return math.exp(scores[0]) / sum(math.exp(s) for s in scores)
@@ -425,7 +424,7 @@ def test_prediction_score_is_a_probability_over_the_n_best(tiny_bert):
     # SQuAD v2.0: "no answer" (the smallest null score) is a candidate too, and always in the list.
     assert row(3, True)["score"] == pytest.approx(softmax_first(4, 3.5, 3))
     assert row(1, True)["score"] == pytest.approx(softmax_first(4, 3.5))
-    empty = row(3, True, answer="", null=5.0)
+    empty = row(3, True, choice=None, null=5.0)
     assert empty == {
         "id": "q",
         "answer": "",
@@ -434,7 +433,7 @@ def test_prediction_score_is_a_probability_over_the_n_best(tiny_bert):
         "end": None,
     }
     # v1.1 with no valid span anywhere: no answer, no confidence.
-    assert QuestionAnswering(backbone=tiny_bert)._answer_row("q", context, "", [], 1.0)["score"] == 0.0
+    assert QuestionAnswering(backbone=tiny_bert)._answer_row("q", context, None, [], 1.0)["score"] == 0.0
 
 
 def peaked_logits(
@@ -655,22 +654,6 @@ def test_test_and_predict_agree_with_each_other(trained):
     # The predictions file scores exactly what `ftlit test` reported.
     exact = [exact_match(p["answer"], r["answers"]["text"]) for p, r in zip(predictions, gold, strict=True)]
     assert 100 * sum(exact) / len(exact) == pytest.approx(results["test/exact"], abs=1e-4)
-
-
-def test_qa_config_parses(capsys):
-    config_file = Path(__file__).parent.parent / "configs" / "qa.yaml"
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", f"--config={config_file}", "--print_config"])
-    assert exc.value.code == 0
-    config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["class_path"] == "ftlit.models.QuestionAnswering"
-    assert config["model"]["init_args"]["learning_rate"] == 3e-5
-    data = config["data"]["init_args"]
-    assert (data["max_length"], data["doc_stride"], data["batch_size"]) == (384, 128, 12)
-    assert config["trainer"]["max_epochs"] == 2 and config["checkpoint"]["monitor"] == "val/f1"
-
-
-# --- two processes ------------------------------------------------------------------------------------------------
 
 
 def test_ddp_scores_and_predictions_equal_a_single_process(tiny_bert, tmp_path):

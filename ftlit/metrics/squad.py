@@ -17,13 +17,15 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
+
+T = TypeVar("T")
 
 __all__ = ["SquadMetric", "best_spans", "exact_match", "f1", "normalize_answer", "null_score"]
 
@@ -323,6 +325,10 @@ class SquadMetric(Metric):
 
     def _decode(self) -> dict[int, str]:
         """Answer text of every example with at least one row, from the current (local or synced) states."""
+        return {i: "" if span is None else self.contexts[i][span[0] : span[1]] for i, span in self._choose().items()}
+
+    def _choose(self) -> dict[int, tuple[int, int] | None]:
+        """Chosen ``(start_char, end_char)`` of every example with at least one row; ``None`` for "no answer"."""
         n = len(self.answers)
         best: dict[int, tuple[float, int, int]] = {}  # example -> (score, -start, -end) of its best span so far
         min_null: dict[int, float] = {}
@@ -341,14 +347,23 @@ class SquadMetric(Metric):
                 if i not in best or key > best[i]:
                     best[i] = key
 
-        predictions: dict[int, str] = {}
+        chosen: dict[int, tuple[int, int] | None] = {}
         for i, null in min_null.items():
             if i not in best or (self.version_2 and null - best[i][0] > self.null_threshold):
-                predictions[i] = ""
+                chosen[i] = None
             else:
                 _, neg_start, neg_end = best[i]
-                predictions[i] = self.contexts[i][-neg_start:-neg_end]
-        return predictions
+                chosen[i] = (-neg_start, -neg_end)
+        return chosen
+
+    def _synced(self, read: Callable[[], T]) -> T:
+        """``read()`` over the states of all processes (a collective call under DDP)."""
+        if self._is_synced:  # Between a manual sync() and unsync(): the states are already global.
+            return read()
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+        ):
+            return read()
 
     def predictions(self) -> dict[int, str]:
         """Decoded answer of every example seen so far, gathered over all processes, e.g. for a prediction file.
@@ -359,12 +374,14 @@ class SquadMetric(Metric):
         Returns:
             Example index to answer text ("" for "no answer"); examples without any row are absent.
         """
-        if self._is_synced:  # Between a manual sync() and unsync(): the states are already global.
-            return self._decode()
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
-        ):
-            return self._decode()
+        return self._synced(self._decode)
+
+    def spans(self) -> dict[int, tuple[int, int] | None]:
+        """The chosen answer of every example as ``(start_char, end_char)`` in its context, ``None`` for "no answer".
+
+        The same choice as :meth:`predictions` (and a collective call under DDP in the same way).
+        """
+        return self._synced(self._choose)
 
     def compute(self) -> dict[str, Tensor]:
         """Exact match and F1 in percent over all examples, as the official scripts report them.

@@ -208,21 +208,24 @@ class QuestionAnswering(FineTuneModule):
             sync_on_compute=False,
         )
         _send(chooser, owner, decoded)
-        answers = chooser.predictions()
+        choices = chooser.spans()
 
         rows = []
         for i, (context, question_id) in enumerate(zip(batch[CONTEXT], batch[ID], strict=True)):
             spans = [span for w, (found, _) in enumerate(decoded) if owner[w] == i for span in found]
             null = min(n for w, (_, n) in enumerate(decoded) if owner[w] == i)
-            rows.append(self._answer_row(question_id, context, answers.get(i, ""), spans, null))
+            rows.append(self._answer_row(question_id, context, choices.get(i), spans, null))
         return rows
 
-    def _answer_row(self, question_id: str, context: str, answer: str, spans: list[Span], null: float) -> dict:
-        """The prediction row of one question, given the answer SquadMetric chose and all its candidates."""
+    def _answer_row(
+        self, question_id: str, context: str, choice: tuple[int, int] | None, spans: list[Span], null: float
+    ) -> dict:
+        """The prediction row of one question, given the span SquadMetric chose (``None``: no answer) and all its
+        candidates."""
         chosen: Span | None = None
-        if answer:
-            # The span SquadMetric chose: the best-scored candidate with this text, ties to the smaller offsets.
-            chosen = max((s for s in spans if context[s[0] : s[1]] == answer), key=lambda s: (s[2], -s[0], -s[1]))
+        if choice is not None:
+            # Its best score: the same offsets may come from several windows.
+            chosen = max((s for s in spans if (s[0], s[1]) == choice), key=lambda s: s[2])
         elif not self.version_2:  # v1.1 with no valid span in any window: no answer, and no confidence in one
             return {"id": question_id, "answer": "", "score": 0.0, "start": None, "end": None}
         # run_qa.py's n-best list: the best candidates over all windows, plus "no answer" (None) under v2, which
@@ -239,6 +242,7 @@ class QuestionAnswering(FineTuneModule):
         weights = [math.exp(score - best) for score, _ in top]
         score = weights[[span for _, span in top].index(chosen)] / sum(weights)
         start, end = (chosen[0], chosen[1]) if chosen is not None else (None, None)
+        answer = context[start:end] if chosen is not None else ""
         return {"id": question_id, "answer": answer, "score": score, "start": start, "end": end}
 
 
