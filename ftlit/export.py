@@ -7,9 +7,7 @@ backbone folder: the backbone config and tokenizer come from the checkpoint itse
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
-import uuid
 import warnings
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,6 +19,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ftlit import backbone
 from ftlit.errors import ConfigError
+from ftlit.folders import arg_docs, replace_folder, sibling
 from ftlit.models import FineTuneModule, SequenceClassifier
 from ftlit.models.base import read_checkpoint
 
@@ -60,7 +59,7 @@ def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside ``out`` (same file system, so the final rename is atomic) and renamed only when complete.
     # mkdir rather than mkdtemp: mkdtemp's 0700 would make the export private to this user.
-    tmp = _sibling(target, "tmp")
+    tmp = sibling(target, "tmp")
     tmp.mkdir()
     try:
         # unpack writes the tokenizer files (and a config.json that save_pretrained then rewrites in its format).
@@ -69,7 +68,7 @@ def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False
         model.save_pretrained(tmp)
         if onnx:
             _export_onnx(model, AutoTokenizer.from_pretrained(tmp), tmp / "model.onnx")
-        _replace(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -174,43 +173,16 @@ def _export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pat
         )
 
 
-def _sibling(target: Path, kind: str) -> Path:
-    """A hidden, unique path beside ``target``, e.g. ``.model.tmp-1a2b3c4d``."""
-    return target.with_name(f".{target.name}.{kind}-{uuid.uuid4().hex[:8]}")
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` to ``target``; an old ``target`` is removed only once the new one is in place."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = _sibling(target, "old")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def build_parser() -> ArgumentParser:
     """The ``ftlit export`` parser: ``export``'s signature, with ``--overwrite`` and ``--onnx`` as plain flags."""
     parser = ArgumentParser(prog="ftlit export", description=(export.__doc__ or "").split("\n\n")[0])
     parser.add_function_arguments(export, as_group=False, skip={"overwrite", "onnx"})
     # jsonargparse makes bools take a value (--overwrite true); a bare --overwrite reads better and still
     # accepts --overwrite=true/false and --no_overwrite.
-    helps = _arg_docs()
+    helps = arg_docs(export)
     for flag in ("overwrite", "onnx"):
         parser.add_argument(f"--{flag}", action=ActionYesNo, nargs="?", default=False, help=helps.get(flag))
     return parser
-
-
-def _arg_docs() -> dict[str, str]:
-    """``export``'s ``Args:`` descriptions, so the two flags get the same help as the other arguments."""
-    from docstring_parser import parse  # jsonargparse[signatures] depends on it
-
-    return {p.arg_name: " ".join((p.description or "").split()) for p in parse(export.__doc__ or "").params}
 
 
 def main(argv: list[str] | None = None) -> None:

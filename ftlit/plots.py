@@ -13,10 +13,8 @@ import argparse
 import csv
 import json
 import math
-import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from ftlit.errors import ConfigError
+from ftlit.folders import arg_docs, replace_folder, sibling
 
 Row = dict[str, float]
 
@@ -103,7 +102,7 @@ def plot(
     summary = summarize(root, versions, rows, superseded, smoothing)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside ``out`` and renamed into place when complete: never a half-written folder.
-    tmp = _sibling(target, "tmp")
+    tmp = sibling(target, "tmp")
     tmp.mkdir()
     try:
         resumes = [min(_step(r) for r in v.rows) for v in fit[1:] if v.rows]
@@ -114,7 +113,7 @@ def plot(
         ]
         summary["plots"] = drawn
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        _replace(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -447,26 +446,6 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise ConfigError("out", f"'{target}' holds the current directory, which --overwrite would delete")
 
 
-def _sibling(target: Path, kind: str) -> Path:
-    """A hidden, unique path beside ``target``, e.g. ``.plots.tmp-1a2b3c4d``."""
-    return target.with_name(f".{target.name}.{kind}-{uuid.uuid4().hex[:8]}")
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` to ``target``; an old ``target`` is removed only once the new one is in place."""
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = _sibling(target, "old")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # --- command ----------------------------------------------------------------------------------------------------
 
 
@@ -476,15 +455,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="ftlit plot", description=(plot.__doc__ or "").split("\n\n")[0], exit_on_error=False)
     parser.add_function_arguments(plot, as_group=False, skip={"overwrite"})
     # A bare --overwrite reads better than --overwrite true, and --overwrite=true/false, --no_overwrite still work.
-    parser.add_argument("--overwrite", action=ActionYesNo, nargs="?", default=False, help=_arg_docs()["overwrite"])
+    parser.add_argument("--overwrite", action=ActionYesNo, nargs="?", default=False, help=arg_docs(plot)["overwrite"])
     return parser
-
-
-def _arg_docs() -> dict[str, str]:
-    """``plot``'s ``Args:`` descriptions, so the flag gets the same help as the other arguments."""
-    from docstring_parser import parse  # jsonargparse[signatures] depends on it
-
-    return {p.arg_name: " ".join((p.description or "").split()) for p in parse(plot.__doc__ or "").params}
 
 
 def describe(folder: Path) -> list[str]:
