@@ -78,19 +78,24 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 # --- regression ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def regression_run(tiny_bert, tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("regression")
-    data = split_files(tmp / "data", scored_rows)
-    data["predict_file"] = str(write_jsonl(tmp / "predict.jsonl", [{"text": r["text"]} for r in scored_rows(12, 9)]))
+def fit_test_predict(tiny_bert: str, tmp: Path, make, *flags: str) -> dict:
+    """Fit on ``make``'s rows, then test and predict with the last checkpoint: the run every task test reads."""
+    data = split_files(tmp / "data", make)
+    data["predict_file"] = str(write_jsonl(tmp / "predict.jsonl", [{"text": r["text"]} for r in make(12, 9)]))
     root = tmp / "run"
-    args = cli_args(tiny_bert, data, root, *REGRESSION, "--data.label_column=score", *REGRESSION_FIT)
+    args = cli_args(tiny_bert, data, root, *flags)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FTLIT_CACHE", str(tmp / "cache"))
         FtlitCLI(args=["fit", *args])
         FtlitCLI(args=["test", *args, "--ckpt_path=last"])
         FtlitCLI(args=["predict", *args, "--ckpt_path=last"])
-    return {"root": root, "tmp": tmp, "data": data}
+    return {"root": root, "tmp": tmp, "data": data, "args": args}
+
+
+@pytest.fixture(scope="module")
+def regression_run(tiny_bert, tmp_path_factory) -> dict:
+    flags = (*REGRESSION, "--data.label_column=score", *REGRESSION_FIT)
+    return fit_test_predict(tiny_bert, tmp_path_factory.mktemp("regression"), scored_rows, *flags)
 
 
 def test_regression_learns_the_scores(regression_run):
@@ -148,17 +153,8 @@ def test_a_classifier_refuses_regression_data(tiny_bert, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def multi_label_run(tiny_bert, tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("multi-label")
-    data = split_files(tmp / "data", tagged_rows)
-    data["predict_file"] = str(write_jsonl(tmp / "predict.jsonl", [{"text": r["text"]} for r in tagged_rows(12, 9)]))
-    root = tmp / "run"
-    args = cli_args(tiny_bert, data, root, *MULTI_LABEL, "--data.label_column=topics", *FAST)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FTLIT_CACHE", str(tmp / "cache"))
-        FtlitCLI(args=["fit", *args])
-        FtlitCLI(args=["test", *args, "--ckpt_path=last"])
-        FtlitCLI(args=["predict", *args, "--ckpt_path=last"])
-    return {"root": root, "tmp": tmp, "args": args}
+    flags = (*MULTI_LABEL, "--data.label_column=topics", *FAST)
+    return fit_test_predict(tiny_bert, tmp_path_factory.mktemp("multi-label"), tagged_rows, *flags)
 
 
 def test_multi_label_learns_and_reports_per_label_f1_in_test(multi_label_run):
