@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -80,10 +81,13 @@ class FtlitCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         try:
             return super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as err:
-            # e.g. "`max_epochs` must be a non-negative integer": name the trainer key it is about.
-            key = re.search(r"`(?:Trainer\()?(\w+)", str(err))
-            raise ConfigError(f"trainer.{key.group(1)}" if key else "trainer", str(err)) from None
+        except (MisconfigurationException, ValueError) as err:
+            # The Trainer checks its arguments as it is built ("`max_epochs` must be a non-negative integer", "The
+            # strategy `fsdp` requires a GPU accelerator"): name the first Trainer argument the message mentions.
+            keys = inspect.signature(pl.Trainer.__init__).parameters
+            words = (word.lower() for word in re.findall(r"[A-Z]?[a-z_]+", str(err)))  # DeepSpeedStrategy too
+            key = next((word for word in words if word in keys and word != "self"), None)
+            raise ConfigError(f"trainer.{key}" if key else "trainer", str(err)) from None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -324,9 +324,19 @@ def test_parser_errors_are_one_line(tiny_bert, toy_data, tmp_path, capsys, arg, 
     assert run_fit(tiny_bert, toy_data, tmp_path, capsys, arg).startswith(f"ftlit: error: {field}")
 
 
-@pytest.mark.parametrize("arg", ["--trainer.max_epochs=-2", "--trainer.devices=0"])
-def test_bad_trainer_values_are_one_line(tiny_bert, toy_data, tmp_path, capsys, arg):
-    assert run_fit(tiny_bert, toy_data, tmp_path, capsys, arg).startswith("ftlit: error: trainer.")
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--trainer.max_epochs=-2"], "trainer.max_epochs"),
+        (["--trainer.devices=0"], "trainer.devices"),
+        # FSDP and DeepSpeed are passed through to Lightning; where they cannot run, the reason is one line.
+        (["--trainer.strategy=fsdp", "--trainer.devices=2"], "trainer.strategy"),
+        (["--trainer.strategy=deepspeed_stage_2", "--trainer.devices=2"], "trainer.strategy"),
+    ],
+    ids=["max_epochs", "devices", "fsdp-on-cpu", "deepspeed-not-installed"],
+)
+def test_bad_trainer_values_are_one_line(tiny_bert, toy_data, tmp_path, capsys, args, field):
+    assert run_fit(tiny_bert, toy_data, tmp_path, capsys, *args).startswith(f"ftlit: error: {field}: ")
 
 
 # --- more bad input: labels -------------------------------------------------------------------------------------
