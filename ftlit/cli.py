@@ -166,7 +166,11 @@ def parser_error(message: str) -> str:
     keys = re.findall(r'Parser key "([^"]+)"', message)
     unknown = re.search(r"Option '([^']+)' is not accepted", message)
     if unknown:
-        return f"{'.'.join([*keys, unknown.group(1)])}: no such option: check the spelling (--help lists them)"
+        # Name the class: an option of another task's class (NER keys under a classification data module) reads
+        # as a wrong pairing, not only as a typo.
+        owner = re.search(r"given class_path '([^']+)'", message)
+        of = f" of {owner.group(1)}" if owner else ""
+        return f"{'.'.join([*keys, unknown.group(1)])}: no such option{of}: check the spelling (--help lists them)"
     if keys:
         after = message.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
         detail = next((line.strip() for line in after.splitlines() if line.strip()), "invalid value")

@@ -585,3 +585,11 @@ def test_predict_refuses_an_existing_output_file_before_any_work(tiny_bert, trai
     args = cli_args(tiny_bert, trained["data"], root, f"--ckpt_path={trained['root'] / 'checkpoints' / 'last.ckpt'}")
     cli_error(["predict", *args], capsys)
     assert not (tmp_path / "cache").exists(), "the data was tokenized before the existing file was refused"
+
+
+def test_an_option_of_another_task_names_the_class_it_was_given_to(tiny_bert, toy_data, tmp_path, capsys):
+    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--data.tokens_column=words")
+    assert err == (
+        "ftlit: error: data.tokens_column: no such option of ftlit.data.ClassificationDataModule: check the spelling "
+        "(--help lists them)"
+    )
