@@ -101,6 +101,7 @@ class StepTimer:
             # The typical step, untouched by a recompilation or a stall, and the slowest one (where those show).
             "median_step_ms": 1000 * statistics.median(self.step_seconds),
             "max_step_ms": 1000 * max(self.step_seconds),
+            "each_step_ms": [round(1000 * s, 1) for s in self.step_seconds],  # to see which steps are slow
             "train_samples_per_s": sum(self.samples[w:]) / measured,
             "train_tokens_per_s": sum(tokens[w:]) / measured,
             # CPU seconds the process spent (all its threads) over the same span: on a machine shared with other
