@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ftlit import backbone
 from ftlit.errors import ConfigError
-from ftlit.folders import arg_docs, replace_folder, sibling
+from ftlit.folders import arg_docs, check_target, replace_folder, sibling
 from ftlit.models import FineTuneModule, SequenceClassifier
 from ftlit.models.base import read_checkpoint
 
@@ -49,7 +49,7 @@ def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False
         The folder written.
     """
     target = Path(out).expanduser()
-    _check_target(target, Path(ckpt_path), overwrite)
+    check_target(target, overwrite, {"the checkpoint": Path(ckpt_path)})
     if onnx:
         _check_onnx_installed()
     ckpt = read_checkpoint(ckpt_path)
@@ -73,21 +73,6 @@ def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _check_target(target: Path, ckpt_path: Path, overwrite: bool) -> None:
-    """Refuse targets that would lose data: files, non-empty folders without ``overwrite``, the run itself."""
-    if target.exists() and not target.is_dir():
-        raise ConfigError("out", f"'{target}' is a file: give a folder")
-    if not target.is_dir() or not any(target.iterdir()):
-        return
-    if not overwrite:
-        raise ConfigError("out", f"'{target}' exists and is not empty: pass --overwrite or another folder")
-    # --overwrite replaces the whole folder: never the one holding the checkpoint (the run) or the shell's cwd.
-    resolved = target.resolve()
-    for inside, what in ((ckpt_path, "the checkpoint"), (Path.cwd(), "the current directory")):
-        if inside.resolve().is_relative_to(resolved):
-            raise ConfigError("out", f"'{target}' holds {what}, and --overwrite would delete it: give another folder")
 
 
 def _check_onnx_installed() -> None:

@@ -8,6 +8,27 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ftlit.errors import ConfigError
+
+
+def check_target(target: Path, overwrite: bool, protected: dict[str, Path] | None = None) -> bool:
+    """Refuse an output folder that would lose data; return whether an existing folder is to be replaced.
+
+    A file, or a non-empty folder without ``overwrite``, is an error; so is a folder holding a ``protected`` path
+    (``{what: path}``, e.g. the checkpoint) or the current directory, which ``--overwrite`` would delete.
+    """
+    if target.exists() and not target.is_dir():
+        raise ConfigError("out", f"'{target}' is a file: give a folder")
+    if not target.is_dir() or not any(target.iterdir()):
+        return False
+    if not overwrite:
+        raise ConfigError("out", f"'{target}' exists and is not empty: pass --overwrite or another folder")
+    resolved = target.resolve()
+    for what, inside in {**(protected or {}), "the current directory": Path.cwd()}.items():
+        if inside.resolve().is_relative_to(resolved):
+            raise ConfigError("out", f"'{target}' holds {what}, and --overwrite would delete it: give another folder")
+    return True
+
 
 def sibling(target: Path, kind: str) -> Path:
     """A hidden, unique path beside ``target`` (same file system, so renames are atomic), e.g. ``.model.tmp-1a2b``."""

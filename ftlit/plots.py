@@ -22,7 +22,7 @@ from typing import Any
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from ftlit.errors import ConfigError
-from ftlit.folders import arg_docs, replace_folder, sibling
+from ftlit.folders import arg_docs, check_target, replace_folder, sibling
 
 Row = dict[str, float]
 
@@ -426,14 +426,9 @@ def _check_matplotlib() -> None:
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
-    """Refuse to lose data: a file, a non-empty folder without ``overwrite``, or anything a plot did not write."""
-    if target.exists() and not target.is_dir():
-        raise ConfigError("out", f"'{target}' is a file: give a folder")
-    if not target.is_dir() or not any(target.iterdir()):
+    """Refuse to lose data (see ``folders.check_target``), and replace only a folder an earlier plot wrote."""
+    if not check_target(target, overwrite):
         return
-    if not overwrite:
-        raise ConfigError("out", f"'{target}' exists and is not empty: pass --overwrite or another folder")
-    # --overwrite replaces the whole folder: only one that holds nothing but an earlier plot's files.
     foreign = sorted(
         p.name for p in target.iterdir() if not (p.is_file() and (p.suffix == ".png" or p.name == SUMMARY))
     )
@@ -442,8 +437,6 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise ConfigError(
             "out", f"'{target}' holds more than plots ({shown}), which --overwrite would delete: give another folder"
         )
-    if Path.cwd().resolve().is_relative_to(target.resolve()):
-        raise ConfigError("out", f"'{target}' holds the current directory, which --overwrite would delete")
 
 
 # --- command ----------------------------------------------------------------------------------------------------

@@ -142,6 +142,14 @@ def cli_error(argv: list[str], capsys) -> str:
     return errors[0]
 
 
+def encoded(dm, split: str = "train"):
+    """A data module's encoded ``split``, after the checks, tokenization and caching a run does."""
+    dm.validate()
+    dm.prepare_data()
+    dm.setup()
+    return dm.datasets[split]
+
+
 def read_metrics(root: Path) -> list[dict[str, str]]:
     files = sorted(root.glob("csv/version_*/metrics.csv"))
     assert files, f"no metrics.csv under {root}"

@@ -11,7 +11,7 @@ import datasets
 import pytest
 import torch
 
-from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, read_metrics, write_jsonl
+from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, encoded, read_metrics, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.data.token_classification import TokenClassificationDataModule
 from ftlit.errors import ConfigError
@@ -59,13 +59,6 @@ def write_conll(path: Path, rows: list[dict]) -> Path:
 def make(tiny_bert: str, **kwargs) -> TokenClassificationDataModule:
     kwargs.setdefault("val_fraction", 0)
     return TokenClassificationDataModule(tokenizer=tiny_bert, **kwargs)
-
-
-def encoded(dm: TokenClassificationDataModule, split: str = "train") -> datasets.Dataset:
-    dm.validate()
-    dm.prepare_data()
-    dm.setup()
-    return dm.datasets[split]
 
 
 # --- sources ----------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_production import ftlit, last_metrics
 
-from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, read_metrics, write_jsonl
+from conftest import FILLER, NEGATIVE, POSITIVE, cli_args, cli_error, column, encoded, read_metrics, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.data.question_answering import CONTEXT, END, EXAMPLE_IDX, OFFSETS, START, QuestionAnsweringDataModule
 from ftlit.errors import ConfigError
@@ -76,13 +76,6 @@ def make(tiny_bert: str, **kwargs) -> QuestionAnsweringDataModule:
     kwargs.setdefault("max_length", 64)
     kwargs.setdefault("doc_stride", 16)
     return QuestionAnsweringDataModule(tokenizer=tiny_bert, **kwargs)
-
-
-def encoded(dm: QuestionAnsweringDataModule, split: str = "train") -> datasets.Dataset:
-    dm.validate()
-    dm.prepare_data()
-    dm.setup()
-    return dm.datasets[split]
 
 
 def window_text(dm: QuestionAnsweringDataModule, window: dict) -> str:
