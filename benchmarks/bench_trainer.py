@@ -134,8 +134,8 @@ def main() -> None:
         max_grad_norm=p["gradient_clip"],
         num_train_epochs=p["epochs"],
         max_steps=spec.get("max_steps") or -1,
-        # ftlit's AdamW: fused on CUDA, the plain one on the CPU (same betas and eps as torch's defaults).
-        optim="adamw_torch_fused" if on_gpu else "adamw_torch",
+        # The Trainer's default optimizer, as ftlit's: torch's fused AdamW on any device (betas and eps as torch's).
+        optim="adamw_torch_fused",
         bf16=p["precision"] == "bf16-mixed",
         use_cpu=not on_gpu,
         seed=p["seed"],

@@ -68,8 +68,9 @@ def test_ddp_metrics_and_predictions_equal_a_single_process(tiny_bert, odd_data,
         assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
 
 
-def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(tiny_bert, toy_data, tmp_path):
-    common = ["--trainer.max_epochs=2", "--trainer.deterministic=true", "--checkpoint.every_n_train_steps=4"]
+@pytest.mark.parametrize("sampler", [[], ["--data.group_by_length=true"]], ids=["shuffled", "length_grouped"])
+def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(tiny_bert, toy_data, tmp_path, sampler):
+    common = ["--trainer.max_epochs=2", "--trainer.deterministic=true", "--checkpoint.every_n_train_steps=4", *sampler]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     ftlit("fit", *cli_args(tiny_bert, toy_data, whole, *common))
 

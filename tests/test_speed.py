@@ -1,10 +1,13 @@
-"""Speed options: length-grouped batching and torch.compile wiring."""
+"""Speed options: length-grouped batching, torch.compile, fused optimizers, bf16, tokenization cost."""
 
 from __future__ import annotations
 
+import datasets
+import pytest
 import torch
 
-from conftest import toy_rows, write_jsonl
+from conftest import cli_args, toy_rows, write_jsonl
+from ftlit.cli import FtlitCLI
 from ftlit.data import ClassificationDataModule
 from ftlit.data.samplers import LengthGroupedSampler
 from ftlit.models import SequenceClassifier
@@ -65,3 +68,48 @@ def test_group_size_follows_hugging_face_rule():
     assert LengthGroupedSampler([1] * 2402, batch_size=32).mega == 18
     assert LengthGroupedSampler([1] * 100_000, batch_size=32).mega == 50
     assert LengthGroupedSampler([1] * 10, batch_size=32).mega == 1
+
+
+@pytest.mark.parametrize("optimizer", ["AdamW", "SGD"])
+def test_optimizers_with_a_fused_kernel_run_it_on_the_cpu(tiny_bert, toy_data, tmp_path, optimizer):
+    extra = (f"--model.optimizer={optimizer}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
+    cli = FtlitCLI(args=["fit", *cli_args(tiny_bert, toy_data, tmp_path, *extra)])
+    (trained,) = cli.trainer.optimizers
+    assert type(trained).__name__ == optimizer and trained.defaults["fused"] is True
+
+
+def test_tokenizing_skips_datasets_fingerprint_of_the_function(tiny_bert, toy_data, monkeypatch):
+    # Hashing the function pickles its closure, tokenizer included (0.3 s a split for MiniLM); ftlit keys the
+    # tokenized splits itself, so none of datasets' hashing may run while tokenizing.
+    dm = ClassificationDataModule(tokenizer=tiny_bert, **toy_data)
+    dm.validate()  # reading the files may fingerprint them: that is not the function
+
+    hash_transform = datasets.fingerprint.update_fingerprint
+    hashed = []
+
+    def watch(fingerprint, transform, transform_args):
+        hashed.extend(v for v in transform_args.values() if callable(v))
+        return hash_transform(fingerprint, transform, transform_args)
+
+    for module in (datasets.fingerprint, datasets.arrow_dataset):  # map hashes through its own import
+        monkeypatch.setattr(module, "update_fingerprint", watch)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.datasets["train"]) == len(dm.raw["train"])
+    assert hashed == []
+
+
+def test_bf16_mixed_precision_trains_and_evaluates_on_the_cpu(tiny_bert, toy_data, tmp_path):
+    cli = FtlitCLI(
+        args=cli_args(tiny_bert, toy_data, tmp_path, "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1"),
+        run=False,
+    )
+    dtypes = []
+    cli.model.model.classifier.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    before = cli.model.model.classifier.weight.detach().clone()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert set(dtypes) == {torch.bfloat16}  # the head ran under bf16 autocast, in training and validation
+    assert cli.model.model.classifier.weight.dtype == torch.float32  # master weights stay fp32
+    assert not torch.equal(cli.model.model.classifier.weight.detach(), before)
+    metrics = cli.trainer.callback_metrics
+    assert 0.0 <= float(metrics["val/acc"]) <= 1.0 and torch.isfinite(metrics["val/loss"])

@@ -90,7 +90,7 @@ class TextDataModule(TaskDataModule):
 
     def encode(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
         targets = self.target_encoder(ds) if split != "predict" else None
-        # Locals only: datasets pickles the function to fingerprint it, and `self` reaches the trainer and model.
+        # Locals only (see map_rows).
         tokenizer, columns, max_length = self.tokenizer, self.text_columns, self.max_length
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -99,7 +99,7 @@ class TextDataModule(TaskDataModule):
                 out["labels"] = targets(batch)
             return out
 
-        return ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {split}")
+        return self.map_rows(ds, split, tokenize)
 
     @cached_property
     def _collator(self) -> DataCollatorWithPadding:

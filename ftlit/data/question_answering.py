@@ -374,7 +374,7 @@ class QuestionAnsweringDataModule(TaskDataModule):
     # --- encoding -------------------------------------------------------------------------------------------
 
     def encode(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
-        # Locals only: datasets pickles the function to fingerprint it, and `self` reaches the trainer and model.
+        # Locals only (see map_rows).
         tokenizer, max_length, doc_stride, question_first = (
             self.tokenizer,
             self.max_length,
@@ -431,15 +431,7 @@ class QuestionAnsweringDataModule(TaskDataModule):
             return out
 
         features = self._features(split, inputs)
-        encoded = ds.map(
-            tokenize,
-            batched=True,
-            with_indices=True,
-            remove_columns=ds.column_names,
-            features=features,
-            load_from_cache_file=False,  # ftlit caches the result itself
-            desc=f"Tokenizing {split}",
-        )
+        encoded = self.map_rows(ds, split, tokenize, with_indices=True, features=features)
         windows = sum(len(w) for w in encoded["input_ids"]) if predict else len(encoded)
         if windows > len(ds):
             rank_zero_info(

@@ -305,7 +305,7 @@ class TokenClassificationDataModule(TaskDataModule):
         tag_id = {name: i for i, name in enumerate(self.label_names)}
         to_names = _tag_names(ds.features[self.tags_column])
         inside = inside_tags(self.label_names) if self.label_all_subtokens else None
-        # Locals only: datasets pickles the function to fingerprint it, and `self` reaches the trainer and model.
+        # Locals only (see map_rows).
         tokenizer, max_length, tokens_column, tags_column = (
             self.tokenizer,
             self.max_length,
@@ -324,14 +324,7 @@ class TokenClassificationDataModule(TaskDataModule):
             truncated += sum(bool(e.overflowing) for e in out.encodings)
             return out
 
-        # No datasets cache: the count above must see every row (ftlit caches the result itself).
-        encoded = ds.map(
-            tokenize,
-            batched=True,
-            remove_columns=ds.column_names,
-            load_from_cache_file=False,
-            desc=f"Tokenizing {split}",
-        )
+        encoded = self.map_rows(ds, split, tokenize)  # never from datasets' cache: the count must see every row
         self._warn_truncated(split, truncated, len(ds))
         return encoded
 
@@ -359,13 +352,7 @@ class TokenClassificationDataModule(TaskDataModule):
             truncated += sum(bool(e.overflowing) for e in out.encodings)
             return out
 
-        encoded = ds.map(
-            tokenize,
-            batched=True,
-            remove_columns=ds.column_names,
-            load_from_cache_file=False,
-            desc="Tokenizing predict",
-        )
+        encoded = self.map_rows(ds, "predict", tokenize)
         self._warn_truncated("predict", truncated, len(ds))
         return encoded
 
