@@ -10,7 +10,8 @@ from conftest import cli_args, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.data import ClassificationDataModule
 from ftlit.data.samplers import LengthGroupedSampler
-from ftlit.models import SequenceClassifier
+from ftlit.models import MultiLabelClassifier, SequenceClassifier, SequenceRegressor
+from ftlit.models.base import FineTuneModule, WeightedMean
 
 
 def test_length_grouped_batches_are_homogeneous_random_and_sharded():
@@ -113,3 +114,46 @@ def test_bf16_mixed_precision_trains_and_evaluates_on_the_cpu(tiny_bert, toy_dat
     assert not torch.equal(cli.model.model.classifier.weight.detach(), before)
     metrics = cli.trainer.callback_metrics
     assert 0.0 <= float(metrics["val/acc"]) <= 1.0 and torch.isfinite(metrics["val/loss"])
+
+
+def classification_batch(tiny_bert: str, task: str) -> tuple[FineTuneModule, torch.Tensor, torch.Tensor]:
+    """A model of one classification-family task, with logits and labels of a 4-row batch for it."""
+    if task == "classification":
+        return (
+            SequenceClassifier(backbone=tiny_bert, label_names=["neg", "pos"]),
+            torch.randn(4, 2),
+            torch.tensor([0, 1, 1, 0]),
+        )
+    if task == "regression":
+        return SequenceRegressor(backbone=tiny_bert), torch.randn(4, 1), torch.rand(4)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    return MultiLabelClassifier(backbone=tiny_bert, label_names=["a", "b", "c"]), torch.randn(4, 3), labels
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "multi_label"])
+def test_evaluation_updates_never_wait_for_values(tiny_bert, task, monkeypatch):
+    # The meta device has shapes but no values: an update that runs there reads nothing back to the host (no
+    # .item(), torch.unique or `if tensor.any()`), so on a GPU evaluation does not wait for the device per batch.
+    # One exception, torchmetrics' own: the confusion counts of macro F1 and MCC use torch.bincount, which sizes
+    # its output from the data (on a GPU it reads the maximum back); here it gets a shape-only stand-in.
+    monkeypatch.setattr(torch, "bincount", lambda x, minlength: torch.zeros(minlength, dtype=x.dtype, device=x.device))
+    model, logits, labels = classification_batch(tiny_bert, task)
+    batch = {"input_ids": torch.ones(4, 7, dtype=torch.long), "labels": labels}
+
+    def update(device: str) -> None:
+        on = {k: v.to(device) for k, v in batch.items()}
+        model.val_loss.update(model.loss(logits.to(device), on), weight=model.loss_weight(on))
+        model.update_metrics(logits.to(device), on, model.val_metrics)
+
+    update("cpu")  # the first batch settles torchmetrics' compute groups, once, by comparing states
+    model.val_metrics.to("meta"), model.val_loss.to("meta")
+    update("meta")
+
+
+def test_evaluation_loss_is_a_weighted_mean_that_shows_nan():
+    mean = WeightedMean()
+    mean.update(torch.tensor(1.0), weight=3)
+    mean.update(torch.tensor(3.0), weight=1)
+    assert mean.compute() == pytest.approx(1.5)  # (3 * 1 + 1 * 3) / 4: rows, not batches, weigh
+    mean.update(torch.tensor(float("nan")), weight=2)
+    assert torch.isnan(mean.compute())  # a NaN evaluation loss is reported, not dropped

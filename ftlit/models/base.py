@@ -60,6 +60,15 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     return found
 
 
+class WeightedMean(MeanMetric):
+    """A weighted mean with no per-batch NaN check: the check reads the value back to the host (a GPU sync every
+    batch), and a NaN loss should show as NaN, not be dropped. torchmetrics' ``nan_strategy="disable"`` would skip
+    the check but also drops the weights (torchmetrics 1.9)."""
+
+    def _cast_and_nan_check_input(self, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.to(self.dtype), weight.to(self.dtype)
+
+
 class FineTuneModule(pl.LightningModule):
     """Shared base of the task models. A subclass names its ``auto_class`` and says how to fit the config."""
 
@@ -148,7 +157,7 @@ class FineTuneModule(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Losses averaged over rows, not over per-rank batch means: exact under DDP with uneven shards.
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
 
     # --- what a task supplies -------------------------------------------------------------------------------
 
@@ -168,7 +177,11 @@ class FineTuneModule(pl.LightningModule):
         return config
 
     def build_metrics(self) -> MetricCollection:
-        """The task's metrics; cloned with ``val/`` and ``test/`` prefixes."""
+        """The task's metrics; cloned with ``val/`` and ``test/`` prefixes.
+
+        Updates should not read values back to the host (no per-batch GPU sync): torchmetrics' classification
+        metrics need ``validate_args=False`` for that, which is safe as the data module checked the labels.
+        """
         raise NotImplementedError
 
     # --- fine-tuning strategies -----------------------------------------------------------------------------

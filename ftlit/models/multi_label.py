@@ -24,7 +24,7 @@ class LabelF1(MultilabelF1Score):
             index: Which label this metric scores.
             threshold: Probability above which a label counts as predicted.
         """
-        super().__init__(num_labels=num_labels, threshold=threshold, average=None)
+        super().__init__(num_labels=num_labels, threshold=threshold, average=None, validate_args=False)
         self.index = index
 
     def compute(self) -> torch.Tensor:
@@ -64,10 +64,11 @@ class MultiLabelClassifier(FineTuneModule):
     def build_metrics(self, per_label: bool = True) -> MetricCollection:
         """Micro and macro F1 and exact-match (subset) accuracy, plus ``f1_<label>`` per label unless told not to."""
         n, threshold = len(self.label_names), self.hparams.threshold
+        common = {"num_labels": n, "threshold": threshold, "validate_args": False}
         metrics: dict[str, Any] = {
-            "f1_micro": MultilabelF1Score(num_labels=n, threshold=threshold, average="micro"),
-            "f1_macro": MultilabelF1Score(num_labels=n, threshold=threshold, average="macro"),
-            "exact_match": MultilabelExactMatch(num_labels=n, threshold=threshold),
+            "f1_micro": MultilabelF1Score(average="micro", **common),
+            "f1_macro": MultilabelF1Score(average="macro", **common),
+            "exact_match": MultilabelExactMatch(**common),
         }
         if per_label:
             metrics |= {f"f1_{name}": LabelF1(n, i, threshold) for i, name in enumerate(self.label_names)}

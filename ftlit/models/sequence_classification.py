@@ -47,12 +47,10 @@ class SequenceClassifier(FineTuneModule):
 
     def build_metrics(self) -> MetricCollection:
         n = self.model.config.num_labels
-        metrics: dict[str, Any] = {
-            "acc": Accuracy(task="multiclass", num_classes=n),
-            "f1": F1Score(task="multiclass", num_classes=n, average="macro"),
-        }
+        common = {"task": "multiclass", "num_classes": n, "validate_args": False}
+        metrics: dict[str, Any] = {"acc": Accuracy(**common), "f1": F1Score(average="macro", **common)}
         if n == 2:
-            metrics["mcc"] = MatthewsCorrCoef(task="multiclass", num_classes=n)
+            metrics["mcc"] = MatthewsCorrCoef(**common)
         return MetricCollection(metrics)
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
