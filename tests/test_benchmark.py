@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_profiles import VARIANTS, variant  # noqa: E402
+from bench_profiles import PROFILES, VARIANTS, make_random_bert_base, variant  # noqa: E402
 
 
 def test_variants_combine_with_plus_and_reject_unknown_names():
@@ -24,6 +24,20 @@ def test_variants_combine_with_plus_and_reject_unknown_names():
     for bad in ("fast", "compile+compile", "compile+"):
         with pytest.raises(ValueError, match="unknown or repeated variant"):
             variant(bad)
+
+
+def test_offline_gpu_profile_builds_bert_base_exactly(tmp_path):
+    # The lent GPU machines have no network: bert-base's shape and vocabulary must come from packaged files.
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ftlit.backbone import resolve
+
+    folder = make_random_bert_base(tmp_path / "bert", resolve(PROFILES["cpu-minilm"].backbone))
+    config = AutoConfig.from_pretrained(folder)
+    shape = (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size)
+    assert shape == (12, 768, 12, 3072) and config.vocab_size == 30522
+    assert AutoTokenizer.from_pretrained(folder)("Hello world")["input_ids"] == [101, 7592, 2088, 102]
+    assert not any(p.needs_hub for name, p in PROFILES.items() if name != "gpu-bert")
 
 
 @pytest.mark.slow
