@@ -219,4 +219,6 @@ if __name__ == "__main__":
     for number, args in enumerate(json.loads(Path(sys.argv[1]).read_text())):
         main(args)
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        print(f"{number} {args[0]} rank {rank} of {world}", flush=True)
+        # One write per line: both ranks share the pipe, and print() writes the text and its newline apart.
+        sys.stdout.write(f"{number} {args[0]} rank {rank} of {world}\n")
+        sys.stdout.flush()
