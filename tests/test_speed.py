@@ -146,7 +146,8 @@ def test_evaluation_updates_never_wait_for_values(tiny_bert, task, monkeypatch):
         model.update_metrics(logits.to(device), on, model.val_metrics)
 
     update("cpu")  # the first batch settles torchmetrics' compute groups, once, by comparing states
-    model.val_metrics.to("meta"), model.val_loss.to("meta")
+    model.val_metrics.to("meta")
+    model.val_loss.to("meta")
     update("meta")
 
 
