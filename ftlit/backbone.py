@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers.dynamic_module_utils import custom_object_save
 
 from ftlit.errors import ConfigError
 
@@ -104,11 +105,39 @@ def pack_tokenizer(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
         return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.is_file()}
 
 
-def unpack(folder: str | os.PathLike, config: PretrainedConfig | dict, tokenizer_files: dict[str, str]) -> None:
-    """Write a backbone config and packed tokenizer into ``folder`` (a Hugging Face folder without weights)."""
+def pack_code(*objects: Any) -> dict[str, str]:
+    """The Python files of those ``objects`` (a model, its config) whose classes came from the model's own code
+    (``trust_remote_code``), as ``{filename: text}``: in a checkpoint they rebuild the model when its folder or
+    repo is gone. Empty for transformers' own classes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for obj in objects:
+            if getattr(obj, "_auto_class", None) is not None:  # set on classes loaded from a repo's code
+                custom_object_save(obj, tmp)
+        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).glob("*.py")}
+
+
+def _local_ref(ref: Any) -> Any:
+    """``repo--module.Class`` (how transformers records code from the Hub) as ``module.Class``, found beside."""
+    if isinstance(ref, (list, tuple)):
+        return [_local_ref(r) for r in ref]
+    return ref.split("--")[-1] if isinstance(ref, str) else ref
+
+
+def unpack(
+    folder: str | os.PathLike,
+    config: PretrainedConfig | dict,
+    tokenizer_files: dict[str, str],
+    code_files: dict[str, str] | None = None,
+) -> None:
+    """Write a backbone config, packed tokenizer and packed code into ``folder`` (a Hugging Face folder without
+    weights); with code, the config's ``auto_map`` points at the files written beside it, not at a repo."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = config.to_dict() if isinstance(config, PretrainedConfig) else config
+    if code_files:
+        data = {**data, "auto_map": {k: _local_ref(v) for k, v in data.get("auto_map", {}).items()}}
+        for name, text in code_files.items():
+            (folder / name).write_text(text, encoding="utf-8")
     with open(folder / "config.json", "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
     for name, text in tokenizer_files.items():

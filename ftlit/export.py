@@ -63,7 +63,7 @@ def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False
     tmp.mkdir()
     try:
         # unpack writes the tokenizer files (and a config.json that save_pretrained then rewrites in its format).
-        backbone.unpack(tmp, model.config, ckpt["ftlit"]["tokenizer"])
+        backbone.unpack(tmp, model.config, ckpt["ftlit"]["tokenizer"], ckpt["ftlit"].get("code"))
         # transformers 5 writes safetensors only (model.safetensors, sharded above 50 GB), never pytorch_model.bin.
         model.save_pretrained(tmp)
         if onnx:

@@ -321,18 +321,21 @@ class FineTuneModule(pl.LightningModule):
     def _build_backbone(self) -> PreTrainedModel:
         saved, trusted = _SAVED_BACKBONE.get(), self.hparams.trust_remote_code
         if saved is not None:
+            self._tokenizer_files, self._code_files = saved["tokenizer"], saved.get("code", {})
             with tempfile.TemporaryDirectory() as tmp:
-                backbone.unpack(tmp, saved["config"], saved["tokenizer"])
+                backbone.unpack(tmp, saved["config"], saved["tokenizer"], self._code_files)
                 config = AutoConfig.from_pretrained(tmp, trust_remote_code=trusted)
-            self._tokenizer_files = saved["tokenizer"]
-            return self._sdpa(self.auto_class.from_config, config, trust_remote_code=trusted)
+                # Built inside the folder: a model class from the model's own code is read from there.
+                return self._sdpa(self.auto_class.from_config, config, trust_remote_code=trusted)
         source = backbone.resolve(self.hparams.backbone)
         config = self.configure_backbone(backbone.load_config(source, trust_remote_code=trusted))
         tokenizer = backbone.load_tokenizer(source, "model.backbone", trust_remote_code=trusted)
         self._tokenizer_files = backbone.pack_tokenizer(tokenizer)
-        return self._sdpa(
+        model = self._sdpa(
             self.auto_class.from_pretrained, source, config=config, dtype=torch.float32, trust_remote_code=trusted
         )
+        self._code_files = backbone.pack_code(model, model.config)
+        return model
 
     @staticmethod
     def _sdpa(build, *args, **kwargs) -> PreTrainedModel:
@@ -343,8 +346,11 @@ class FineTuneModule(pl.LightningModule):
             return build(*args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The backbone config and tokenizer travel inside every checkpoint, so it rebuilds with no network.
+        # The backbone config and tokenizer (and code, for a model with its own) travel inside every checkpoint,
+        # so it rebuilds with no network and without the original folder.
         checkpoint["ftlit"] = {"config": self.model.config.to_dict(), "tokenizer": self._tokenizer_files}
+        if self._code_files:
+            checkpoint["ftlit"]["code"] = self._code_files
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {}).get("label_names")
