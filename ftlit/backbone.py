@@ -123,6 +123,25 @@ def _local_ref(ref: Any) -> Any:
     return ref.split("--")[-1] if isinstance(ref, str) else ref
 
 
+def packed_files(files: Any, what: str, field: str = "ckpt_path") -> dict[str, str]:
+    """``files`` read from a checkpoint, checked to be ``{plain file name: text}``.
+
+    A checkpoint is data: a name with a folder part (``../../x``, ``/etc/x``) would write outside the folder it is
+    unpacked into, so it is refused, as is anything that is not text.
+    """
+    if not isinstance(files, dict):
+        raise ConfigError(field, f"the checkpoint's packed {what} files are not a table of files: it is damaged")
+    for name, text in files.items():
+        plain = isinstance(name, str) and name not in ("", ".", "..") and os.path.basename(name) == name
+        if not plain or "\\" in name or "\0" in name:
+            raise ConfigError(
+                field, f"the checkpoint's packed {what} file {name!r} is not a plain file name: refusing to write it"
+            )
+        if not isinstance(text, str):
+            raise ConfigError(field, f"the checkpoint's packed {what} file {name!r} is not text: it is damaged")
+    return files
+
+
 def unpack(
     folder: str | os.PathLike,
     config: PretrainedConfig | dict,
@@ -130,8 +149,13 @@ def unpack(
     code_files: dict[str, str] | None = None,
 ) -> None:
     """Write a backbone config, packed tokenizer and packed code into ``folder`` (a Hugging Face folder without
-    weights); with code, the config's ``auto_map`` points at the files written beside it, not at a repo."""
+    weights); with code, the config's ``auto_map`` points at the files written beside it, not at a repo.
+
+    Every file name is checked first (:func:`packed_files`): nothing is written outside ``folder``.
+    """
     folder = Path(folder)
+    tokenizer_files = packed_files(tokenizer_files, "tokenizer")
+    code_files = packed_files(code_files or {}, "code")
     folder.mkdir(parents=True, exist_ok=True)
     data = config.to_dict() if isinstance(config, PretrainedConfig) else config
     if code_files:

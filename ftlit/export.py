@@ -18,10 +18,11 @@ from jsonargparse import ActionYesNo, ArgumentParser
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ftlit import backbone
-from ftlit.errors import ConfigError
+from ftlit.errors import ConfigError, report_errors
 from ftlit.folders import arg_docs, check_target, replace_folder, sibling
 from ftlit.models import FineTuneModule, SequenceClassifier
 from ftlit.models.base import read_checkpoint
+from ftlit.run_folder import check_folder
 
 # Model inputs in the order the ONNX graph takes them; only those the tokenizer produces are used.
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -29,7 +30,9 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _ONNX_INLINE_LIMIT = 2**31 - 2**26
 
 
-def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False) -> Path:
+def export(
+    ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False, trust_remote_code: bool = False
+) -> Path:
     """Write an ftlit checkpoint as a Hugging Face model folder: safetensors weights, config and tokenizer.
 
     The folder loads offline with the task's ``AutoModelFor...from_pretrained`` or ``transformers.pipeline``;
@@ -44,17 +47,20 @@ def export(ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False
         onnx: Also write ``model.onnx`` (inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` as the
             tokenizer uses them, dynamic batch and sequence axes, output ``logits``, or ``start_logits`` and
             ``end_logits`` for question answering). Needs ``onnx`` and ``onnxscript``.
+        trust_remote_code: Let a model that ships its own Python code (packed in the checkpoint) run it while it
+            is rebuilt. Off by default: the checkpoint's own setting is never used.
 
     Returns:
         The folder written.
     """
-    target = Path(out).expanduser()
+    target = check_folder(out, "out")
     check_target(target, overwrite, {"the checkpoint": Path(ckpt_path)})
     if onnx:
         _check_onnx_installed()
     ckpt = read_checkpoint(ckpt_path)
     cls = _model_class(ckpt, ckpt_path)
-    model = _plain_model(cls.load_from_checkpoint(ckpt_path, map_location="cpu"), ckpt)
+    module = cls.load_from_checkpoint(ckpt_path, map_location="cpu", trust_remote_code=trust_remote_code)
+    model = _plain_model(module, ckpt)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside ``out`` (same file system, so the final rename is atomic) and renamed only when complete.
@@ -159,25 +165,30 @@ def _export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pat
 
 
 def build_parser() -> ArgumentParser:
-    """The ``ftlit export`` parser: ``export``'s signature, with ``--overwrite`` and ``--onnx`` as plain flags."""
-    parser = ArgumentParser(prog="ftlit export", description=(export.__doc__ or "").split("\n\n")[0])
-    parser.add_function_arguments(export, as_group=False, skip={"overwrite", "onnx"})
+    """The ``ftlit export`` parser: ``export``'s signature, with the yes/no options as plain flags."""
+    # Parse errors are raised, not printed with the usage: report_errors prints them as one line.
+    description = (export.__doc__ or "").split("\n\n")[0]
+    parser = ArgumentParser(prog="ftlit export", description=description, exit_on_error=False)
+    flags = ("overwrite", "onnx", "trust_remote_code")
+    parser.add_function_arguments(export, as_group=False, skip=set(flags))
     # jsonargparse makes bools take a value (--overwrite true); a bare --overwrite reads better and still
     # accepts --overwrite=true/false and --no_overwrite.
     helps = arg_docs(export)
-    for flag in ("overwrite", "onnx"):
+    for flag in flags:
         parser.add_argument(f"--{flag}", action=ActionYesNo, nargs="?", default=False, help=helps.get(flag))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ftlit export``; bad input exits with one line naming the field (exit code 2)."""
-    from ftlit.cli import report_errors  # here, not at the top: ftlit.cli dispatches to this module
-
-    config = build_parser().parse_args(argv)
-    folders: list[Path] = []
-    report_errors(
-        lambda: folders.append(export(config.ckpt_path, config.out, overwrite=config.overwrite, onnx=config.onnx))
+    config = report_errors(lambda: build_parser().parse_args(argv))
+    folder = report_errors(
+        lambda: export(
+            config.ckpt_path,
+            config.out,
+            overwrite=config.overwrite,
+            onnx=config.onnx,
+            trust_remote_code=config.trust_remote_code,
+        )
     )
-    folder = folders[0]
     print(f"ftlit: exported {config.ckpt_path} to {folder}")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ftlit.errors import ConfigError
+from ftlit.run_folder import check_folder
 
 
 def check_target(target: Path, overwrite: bool, protected: dict[str, Path] | None = None) -> bool:
@@ -17,8 +18,7 @@ def check_target(target: Path, overwrite: bool, protected: dict[str, Path] | Non
     A file, or a non-empty folder without ``overwrite``, is an error; so is a folder holding a ``protected`` path
     (``{what: path}``, e.g. the checkpoint) or the current directory, which ``--overwrite`` would delete.
     """
-    if target.exists() and not target.is_dir():
-        raise ConfigError("out", f"'{target}' is a file: give a folder")
+    check_folder(target, "out")
     if not target.is_dir() or not any(target.iterdir()):
         return False
     if not overwrite:

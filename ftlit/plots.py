@@ -9,7 +9,6 @@ is imported only when drawing, through its Agg canvas: no display and no change 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -21,8 +20,9 @@ from typing import Any
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from ftlit.errors import ConfigError
+from ftlit.errors import ConfigError, report_errors
 from ftlit.folders import arg_docs, check_target, replace_folder, sibling
+from ftlit.run_folder import check_folder
 
 Row = dict[str, float]
 
@@ -92,7 +92,7 @@ def plot(
     if version is not None and version < 0:
         raise ConfigError("version", f"must be >= 0, got {version}")
     root = Path(run).expanduser()
-    target = Path(out).expanduser() if out else root / "plots"
+    target = check_folder(out, "out") if out is not None else root / "plots"
     versions = find_versions(root, version)
     _check_target(target, overwrite)
     _check_matplotlib()
@@ -469,22 +469,9 @@ def describe(folder: Path) -> list[str]:
     return lines
 
 
-def _parse(argv: list[str] | None) -> Any:
-    """Parse the command line; a missing required option becomes an error naming it, like any other."""
-    try:
-        return build_parser().parse_args(argv)
-    except argparse.ArgumentError as err:
-        missing = re.search(r"arguments are required: (\w+)", str(err))
-        if missing:
-            raise ConfigError(missing.group(1), f"required: pass --{missing.group(1)} (see --help)") from None
-        raise
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ftlit plot``; bad input exits with one line naming the field (exit code 2)."""
-    from ftlit.cli import report_errors  # here, not at the top: ftlit.cli dispatches to this module
-
-    config = report_errors(lambda: _parse(argv))
+    config = report_errors(lambda: build_parser().parse_args(argv))
     folder = report_errors(
         lambda: plot(config.run, config.out, config.version, overwrite=config.overwrite, smoothing=config.smoothing)
     )

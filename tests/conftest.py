@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -81,6 +82,43 @@ def toy_data(tmp_path) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FTLIT_CACHE", str(tmp_path / "cache"))
+
+
+# A model that ships its own code (trust_remote_code): its configuration and modeling files.
+CONFIGURATION = """
+from transformers import BertConfig
+
+
+class CustomBertConfig(BertConfig):
+    model_type = "ftlit-custom-bert"
+"""
+
+MODELING = """
+from transformers import BertForSequenceClassification
+
+from .configuration_custom import CustomBertConfig
+
+
+class CustomBertForSequenceClassification(BertForSequenceClassification):
+    config_class = CustomBertConfig
+    ran_custom_code = True
+"""
+
+
+@pytest.fixture
+def custom_code_bert(tiny_bert, tmp_path) -> str:
+    """The tiny BERT as a Hub-style repo with custom code: ``auto_map`` points at Python files in the folder."""
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "custom-bert"))
+    (folder / "configuration_custom.py").write_text(CONFIGURATION)
+    (folder / "modeling_custom.py").write_text(MODELING)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "ftlit-custom-bert"
+    config["auto_map"] = {
+        "AutoConfig": "configuration_custom.CustomBertConfig",
+        "AutoModelForSequenceClassification": "modeling_custom.CustomBertForSequenceClassification",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
 
 
 CLASSIFICATION = ("ftlit.models.SequenceClassifier", "ftlit.data.ClassificationDataModule")

@@ -32,3 +32,14 @@ class PoisonAt(pl.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(math.nan)
+
+
+class RaiseAt(pl.Callback):
+    """Raise an unexpected error (a bug, not bad input) after optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"injected bug at step {self.step}")

@@ -538,7 +538,9 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        (["--data.text_column=sentence"], "data.text_column"),
+        ([], "trainer.default_root_dir"),  # a new run into a finished one's folder
+        # --overwrite deletes the old checkpoints only once the input is known to be good.
+        (["--data.text_column=sentence", "--overwrite=true"], "data.text_column"),
         (["--data.text_column=sentence", "--ckpt_path=last"], "data.text_column"),
         (["--model.learning_rate=0", "--ckpt_path=last"], "model.learning_rate"),
         (["--model.freeze_layers=99", "--ckpt_path=last"], "model.freeze_layers"),
@@ -549,7 +551,15 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         ),
         (["--data.labels=[neg,pos,mixed]", "--ckpt_path=last"], "data.labels"),
     ],
-    ids=["bad-column", "bad-column-resume", "bad-lr-resume", "freeze-too-many-resume", "late-error", "other-labels"],
+    ids=[
+        "new-run",
+        "bad-column-overwrite",
+        "bad-column-resume",
+        "bad-lr-resume",
+        "freeze-too-many-resume",
+        "late-error",
+        "other-labels",
+    ],
 )
 def test_bad_input_leaves_an_existing_checkpoint_folder_byte_identical(
     tiny_bert, trained, tmp_path, capsys, extra, field

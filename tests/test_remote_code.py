@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from conftest import cli_args
+from conftest import CONFIGURATION, cli_args
 from ftlit.backbone import unpack
 from ftlit.cli import FtlitCLI, main
 from ftlit.export import export
 from ftlit.models import SequenceClassifier
-
-CONFIGURATION = """
-from transformers import BertConfig
-
-
-class CustomBertConfig(BertConfig):
-    model_type = "ftlit-custom-bert"
-"""
-
-MODELING = """
-from transformers import BertForSequenceClassification
-
-from .configuration_custom import CustomBertConfig
-
-
-class CustomBertForSequenceClassification(BertForSequenceClassification):
-    config_class = CustomBertConfig
-    ran_custom_code = True
-"""
-
-
-@pytest.fixture
-def custom_code_bert(tiny_bert, tmp_path) -> str:
-    """The tiny BERT as a Hub-style repo with custom code: ``auto_map`` points at Python files in the folder."""
-    folder = Path(shutil.copytree(tiny_bert, tmp_path / "custom-bert"))
-    (folder / "configuration_custom.py").write_text(CONFIGURATION)
-    (folder / "modeling_custom.py").write_text(MODELING)
-    config = json.loads((folder / "config.json").read_text())
-    config["model_type"] = "ftlit-custom-bert"
-    config["auto_map"] = {
-        "AutoConfig": "configuration_custom.CustomBertConfig",
-        "AutoModelForSequenceClassification": "modeling_custom.CustomBertForSequenceClassification",
-    }
-    (folder / "config.json").write_text(json.dumps(config))
-    return str(folder)
 
 
 def test_custom_code_is_refused_by_default(custom_code_bert, toy_data, tmp_path, capsys):
@@ -87,13 +51,13 @@ def test_a_checkpoint_carries_the_model_s_own_code(custom_code_bert, toy_data, t
     assert sorted(code) == ["configuration_custom.py", "modeling_custom.py"]
     shutil.rmtree(custom_code_bert)
 
-    restored = SequenceClassifier.load_from_checkpoint(ckpt)
+    restored = SequenceClassifier.load_from_checkpoint(ckpt, trust_remote_code=True)
     assert type(restored.model).__name__ == "CustomBertForSequenceClassification"
     restored.eval()
     with torch.no_grad():
         torch.testing.assert_close(restored(batch), expected)
 
-    out = export(str(ckpt), str(tmp_path / "hf"))
+    out = export(str(ckpt), str(tmp_path / "hf"), trust_remote_code=True)
     assert {"configuration_custom.py", "modeling_custom.py"} <= {p.name for p in out.iterdir()}
     hf = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True)
     assert type(hf).__name__ == "CustomBertForSequenceClassification" and hf.ran_custom_code

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ftlit.errors import ConfigError
+from ftlit.run_folder import check_folder
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -62,9 +63,13 @@ def output_path(output: str | None, root: str) -> Path:
 
 
 def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing predictions file unless told to."""
+    """Refuse an output that could not be written after predicting (its folder is a file, or not writable) and an
+    existing predictions file unless told to replace it."""
+    if path.is_dir():
+        raise ConfigError("predictions.output", f"'{path}' is a folder: give a file name ending in .jsonl or .csv")
     if path.exists() and not overwrite:
         raise ConfigError("predictions.output", f"'{path}' exists: set predictions.overwrite=true or another path")
+    check_folder(path.parent, "predictions.output")
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Stopping safely: on SIGTERM/SIGINT save a checkpoint and stop; on a non-finite loss stop before it spreads."""
+"""Stopping safely: on SIGTERM/SIGINT save a checkpoint and stop; at the end of a fit, its final state is saved."""
 
 from __future__ import annotations
 
@@ -21,7 +21,21 @@ class GracefulStop(Callback):
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.stopped = False  # on every rank, also those that did not receive the signal themselves
+        self.step = 0
         self._previous: dict[int, Any] = {}
+
+    @property
+    def signal(self) -> int:
+        """The signal that stopped the run (SIGTERM when it reached another rank)."""
+        return self.received or signal.SIGTERM
+
+    def describe(self) -> str:
+        """One line for the user: what stopped the run, where, and how to go on."""
+        return (
+            f"stopped by {signal.Signals(self.signal).name} at step {self.step}; last.ckpt is saved: "
+            "resume with --ckpt_path last"
+        )
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
@@ -29,7 +43,7 @@ class GracefulStop(Callback):
             signal.signal(sig, handler)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.received = None
+        self.received, self.stopped = None, False
         try:
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         except ValueError:  # not the main thread (e.g. a notebook worker): leave signals alone
@@ -48,8 +62,34 @@ class GracefulStop(Callback):
             f"ftlit: received {name} at step {trainer.global_step}: saved {path}; resume with --ckpt_path last"
         )
         trainer.should_stop = True
+        self.stopped, self.step = True, trainer.global_step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+class FinalState(Callback):
+    """The end of every fit is validated and in ``last.ckpt``, also when ``max_steps`` ends it mid-epoch.
+
+    Lightning validates and checkpoints at epoch ends (or every ``val_check_interval``): a run that stops at
+    ``max_steps`` in the middle of an epoch would end unvalidated (EarlyStopping then fails on the missing metric)
+    and its last steps would be saved nowhere.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if 0 < trainer.max_steps <= trainer.global_step and not epoch_loop.batch_progress.is_last_batch:
+            # A stop request makes the epoch loop validate now (when this epoch validates at all), and the
+            # checkpoint callbacks save after that validation.
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.save_last or not checkpoint.dirpath:
+            return
+        last = os.path.join(checkpoint.dirpath, "last.ckpt")
+        saved = trainer.global_step == checkpoint._last_global_step_saved and os.path.isfile(last)
+        if not saved and trainer.global_step > 0:
+            trainer.save_checkpoint(last)

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 
 from ftlit.errors import ConfigError
+from ftlit.models import strategies
 
 
 class GradualUnfreezing(BaseFinetuning):
@@ -100,7 +101,9 @@ class GradualUnfreezing(BaseFinetuning):
                 "trainer.strategy",
                 "frozen layers get no gradients under DDP: use strategy ddp_find_unused_parameters_true",
             )
-        n_layers = len(pl_module.anatomy().layers)
+        parts = pl_module.anatomy()
+        strategies.refuse_shared_layers(parts, "GradualUnfreezing")  # ALBERT: one set of weights for all layers
+        n_layers = len(parts.layers)
         planned = len(self.step_milestones) if self.step_milestones is not None else None
         needed = n_layers - self.initial_layers + 1
         if planned is not None and planned > needed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,29 @@ from ftlit.data.samplers import LengthGroupedSampler
 from ftlit.errors import ConfigError
 
 CACHE_VERSION = 1
+# Beside each cache entry, written last: every file's size and sha256 and each split's row count. An entry without
+# one (an older ftlit's, or one whose writer died) is rebuilt like a damaged one.
+MANIFEST = "ftlit-manifest.json"
+# Models whose position ids start after the padding id (``padding_idx + 1``), so ``pad_token_id + 1`` of their
+# ``max_position_embeddings`` are never usable (RoBERTa's 514 hold 512 tokens).
+PADDING_OFFSET_MODELS = {
+    "camembert",
+    "data2vec-text",
+    "ibert",
+    "layoutlmv3",
+    "lilt",
+    "longformer",
+    "luke",
+    "markuplm",
+    "mpnet",
+    "roberta",
+    "roberta-prelayernorm",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "xmod",
+}
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> str:
@@ -33,14 +57,100 @@ def default_cache_dir() -> str:
     return os.environ.get("FTLIT_CACHE", str(Path("~/.cache/ftlit").expanduser()))
 
 
-def check_texts(field: str, column: str, split: str, ds: datasets.Dataset) -> None:
-    """Every row of ``column`` holds text: no empty cells, no numbers (a column of numbers reads as numbers)."""
+def is_text(feature: Any) -> bool:
+    """Whether a column's feature holds strings."""
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def blank_rows(texts: list[str | None]) -> list[int]:
+    """The rows whose text is missing, empty or only whitespace: nothing for the model to read."""
+    return [row for row, text in enumerate(texts) if text is None or not text.strip()]
+
+
+def check_texts(field: str, column: str, split: str, ds: datasets.Dataset, blank_fix: str | None = None) -> None:
+    """Every row of ``column`` holds text: no empty cells, no numbers (a column of numbers reads as numbers).
+
+    Args:
+        field: Config field named in errors.
+        column: The text column.
+        split: The split's name, for errors.
+        ds: The split.
+        blank_fix: How to fix empty or whitespace-only texts, which then count as missing too (the error says how
+            many); without it only missing cells are refused.
+    """
     feature = ds.features[column]
-    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+    if not is_text(feature):
         raise ConfigError(field, f"column '{column}' of the {split} split holds {feature}, not text: check the column")
-    missing = next((row for row, text in enumerate(ds[column]) if text is None), None)
-    if missing is not None:
-        raise ConfigError(field, f"row {missing} of the {split} split has no text: fill or drop it")
+    texts = ds[column]
+    if blank_fix is None:
+        missing = next((row for row, text in enumerate(texts) if text is None), None)
+        if missing is not None:
+            raise ConfigError(field, f"row {missing} of the {split} split has no text: fill or drop it")
+        return
+    blank = blank_rows(texts)
+    if blank:
+        raise ConfigError(
+            field,
+            f"row {blank[0]} of the {split} split has no text ({len(blank)} of {len(texts)} rows are empty or blank "
+            f"in '{column}'): {blank_fix}",
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, splits: datasets.DatasetDict) -> None:
+    """Record a saved cache entry's row counts and every file's size and sha256 in ``folder``: written last, and
+    atomically (temp file + rename), so an entry with a manifest was written whole."""
+    files = {
+        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    manifest = {"rows": {split: len(ds) for split, ds in splits.items()}, "files": files}
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def cache_damage(folder: Path) -> str | None:
+    """Why the cache entry in ``folder`` cannot be trusted (a missing or bad manifest, a missing split or file, a
+    size or checksum that differs, a row count that differs), or ``None`` when it is whole.
+
+    Every file is hashed: a few MB for most data sets, once per process.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        rows, files = dict(manifest["rows"]), dict(manifest["files"])
+    except FileNotFoundError:
+        return "it has no manifest: an older ftlit wrote it, or its writer stopped before the end"
+    except (OSError, ValueError, TypeError, KeyError):
+        return f"its {MANIFEST} is unreadable"
+    for split in rows:
+        if not (folder / split).is_dir():
+            return f"the {split} split is missing"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return f"{name} has {size} bytes, not {expected['bytes']} (truncated or overwritten)"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its sha256 (overwritten)"
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as err:  # a manifest cannot vouch for what a newer datasets refuses to read
+        return f"it does not load ({type(err).__name__})"
+    found = {split: len(ds) for split, ds in loaded.items()}
+    if found != rows:
+        return f"its rows per split are {found}, not {rows}"
+    return None
 
 
 class TaskDataModule(pl.LightningDataModule):
@@ -125,8 +235,15 @@ class TaskDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.group_by_length = group_by_length
         self.trust_remote_code = trust_remote_code
+        if pad_to_multiple_of is not None and pad_to_multiple_of > max_length:
+            raise ConfigError(
+                "data.pad_to_multiple_of",
+                f"{pad_to_multiple_of} is above data.max_length={max_length}: every batch would be padded past the "
+                "longest row; use a divisor of max_length (8 suits tensor cores) or none",
+            )
         self.datasets: datasets.DatasetDict | None = None
         self._validated = False
+        self._verified: Path | None = None  # the cache entry this process has checked (once: hashing takes time)
 
     # --- what a task supplies -------------------------------------------------------------------------------
 
@@ -164,6 +281,16 @@ class TaskDataModule(pl.LightningDataModule):
         """Pad a list of encoded rows into a batch."""
         raise NotImplementedError
 
+    def drop_rows(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
+        """The rows of a freshly read split the task keeps, dropped on request before checks, carving and
+        tokenization (the default keeps all)."""
+        return ds
+
+    @property
+    def pairs(self) -> bool:
+        """Whether each row is encoded as a pair of texts (the tokenizer then adds more special tokens)."""
+        return False
+
     def load_file(self, path: str, field: str) -> datasets.Dataset:
         """Read one local split; a task with its own file format (CoNLL, SQuAD JSON) reads it here.
 
@@ -185,10 +312,63 @@ class TaskDataModule(pl.LightningDataModule):
         if self.tokenizer_name is None:
             raise ConfigError("data.tokenizer", "no tokenizer: set data.tokenizer (the CLI links model.backbone)")
         tok = backbone.load_tokenizer(self.tokenizer_name, trust_remote_code=self.trust_remote_code)
+        self._check_lengths(tok)
+        return tok
+
+    def _check_lengths(self, tok: PreTrainedTokenizerBase) -> None:
+        """``max_length`` holds at least one token of each text, and no more than the tokenizer and the backbone's
+        position embeddings take; padded batches stay within the positions too. Every task's tokenizer passes here.
+        """
+        special = tok.num_special_tokens_to_add(pair=self.pairs)
+        least = special + (2 if self.pairs else 1)
+        if self.max_length < least:
+            # Below the special tokens the tokenizer stops truncating; at them, every row is [CLS] [SEP].
+            what = "a pair of texts" if self.pairs else "a text"
+            raise ConfigError(
+                "data.max_length",
+                f"{self.max_length} leaves no room for text: the tokenizer adds {special} special tokens to {what}, "
+                f"so give at least {least}",
+            )
         limit = getattr(tok, "model_max_length", None)
         if limit is not None and limit < 1_000_000 and self.max_length > limit:
             raise ConfigError("data.max_length", f"{self.max_length} exceeds the tokenizer's limit {limit}: lower it")
-        return tok
+        positions = self._positions()
+        if positions is None:
+            return
+        usable, why = positions
+        if self.max_length > usable:
+            raise ConfigError(
+                "data.max_length",
+                f"{self.max_length} is more than the backbone's {usable} positions ({why}): lower it to {usable}",
+            )
+        multiple = self.pad_to_multiple_of
+        padded = -(-self.max_length // multiple) * multiple if multiple else self.max_length
+        if padded > usable:
+            raise ConfigError(
+                "data.pad_to_multiple_of",
+                f"{multiple} pads rows of data.max_length={self.max_length} tokens to {padded}, more than the "
+                f"backbone's {usable} positions: pick a max_length whose padded length fits, e.g. "
+                f"{usable // multiple * multiple}",
+            )
+
+    def _positions(self) -> tuple[int, str] | None:
+        """How many tokens the backbone's position embeddings take, and where that comes from; ``None`` when its
+        config sets no limit (relative or rotary positions) or there is no model config beside the tokenizer."""
+        try:
+            config = backbone.load_config(
+                self.tokenizer_name, "data.tokenizer", trust_remote_code=self.trust_remote_code
+            )
+        except ConfigError:
+            return None  # a tokenizer-only folder: nothing to check, and a backbone that fails to load says so itself
+        positions = getattr(config, "max_position_embeddings", None)
+        # DeBERTa-v3 adds no absolute positions (position_biased_input false): longer inputs work.
+        if not isinstance(positions, int) or getattr(config, "position_biased_input", True) is False:
+            return None
+        pad = getattr(config, "pad_token_id", None)
+        if getattr(config, "model_type", None) in PADDING_OFFSET_MODELS and isinstance(pad, int):
+            usable = positions - pad - 1
+            return usable, f"max_position_embeddings {positions} less pad_token_id + 1, as {config.model_type} counts"
+        return positions, "max_position_embeddings"
 
     @cached_property
     def raw(self) -> dict[str, datasets.Dataset]:
@@ -200,6 +380,7 @@ class TaskDataModule(pl.LightningDataModule):
                 splits["predict"] = self.load_file(self.files["predict"], "data.predict_file")
         else:
             splits = {s: self.load_file(f, f"data.{s}_file") for s, f in self.files.items() if f is not None}
+        splits = {s: self.drop_rows(s, ds) for s, ds in splits.items()}
         if "train" in splits and "validation" not in splits and self.val_fraction > 0:
             parts = splits["train"].train_test_split(test_size=self.val_fraction, seed=self.seed)
             splits["train"], splits["validation"] = parts["train"], parts["test"]
@@ -245,24 +426,57 @@ class TaskDataModule(pl.LightningDataModule):
         return self.cache_dir / self.cache_key()
 
     def prepare_data(self) -> None:
-        """Tokenize every split once and cache it; a second run with the same key skips all of it."""
+        """Tokenize every split once and cache it; a second run with the same key skips all of it, unless the
+        cached entry is damaged: it is then rebuilt."""
         target = self.cache_path
-        if (target / "dataset_dict.json").is_file():
-            return
+        if not self._cache_is_whole(target):
+            self._build_cache(target)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the cached splits, checked first in every process (other DDP ranks skip ``prepare_data``)."""
+        if self.datasets is None:
+            target = self.cache_path
+            if not self._cache_is_whole(target):
+                self._build_cache(target)
+            self.datasets = datasets.load_from_disk(str(target))
+
+    def _cache_is_whole(self, target: Path) -> bool:
+        """Whether ``target`` holds a whole cache entry; a damaged one is set aside, with one log line."""
+        if self._verified == target:
+            return True
+        if not target.exists():
+            return False
+        damage = cache_damage(target)
+        if damage is None:
+            self._verified = target
+            return True
+        log.warning("ftlit: tokenization cache %s is damaged, rebuilding it: %s", target, damage)
+        # Renamed away first, then deleted: another process never sees it half-deleted.
+        aside = Path(tempfile.mkdtemp(prefix=".damaged-", dir=self.cache_dir))
+        try:
+            target.rename(aside / "entry")
+        except FileNotFoundError:  # another process set it aside first
+            pass
+        except OSError:  # not renamable here: delete it in place
+            shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
+
+    def _build_cache(self, target: Path) -> None:
+        """Check and tokenize every split, and save them with their manifest under ``target``."""
         self.validate()
         encoded = datasets.DatasetDict({s: self.encode(s, ds) for s, ds in self.raw.items()})
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         # Write beside the target and rename: a crash or a second process never sees a half-written cache.
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.cache_dir))
         encoded.save_to_disk(str(tmp))
+        write_manifest(tmp, encoded)
         try:
             tmp.rename(target)
-        except OSError:  # another process finished first; its copy is identical
+        except OSError:  # another process finished first; its copy is identical (setup checks it)
             shutil.rmtree(tmp, ignore_errors=True)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets is None:
-            self.datasets = datasets.load_from_disk(str(self.cache_path))
+        else:
+            self._verified = target
 
     def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
         """A loader whose position is saved in checkpoints, sharded by rank when there are several.

@@ -7,15 +7,17 @@ regression and multi-label classification build on it in their own modules.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import DataCollatorWithPadding
 
-from ftlit.data.base import TaskDataModule, check_texts
+from ftlit.data.base import TaskDataModule, blank_rows, check_texts, is_text
 from ftlit.errors import ConfigError
 
 # Turns a batch of raw rows (``{column: values}``) into one target per row.
@@ -23,10 +25,17 @@ TargetEncoder = Callable[[dict[str, list]], list]
 
 
 def _label_text(feature: Any):
-    """A function mapping a raw label value to its name (ClassLabel ints become their names)."""
+    """A function mapping a raw label value to its name (ClassLabel ints become their names; a whole float such as
+    ``1.0``, how a CSV column of numbers with a gap reads, is the class ``1``)."""
     if isinstance(feature, datasets.ClassLabel):
         return lambda v: feature.int2str(int(v)) if v is not None and v >= 0 else None
-    return lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+    def name(v: Any) -> str | None:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    return name
 
 
 def sort_names(names: set[str]) -> list[str]:
@@ -37,6 +46,21 @@ def sort_names(names: set[str]) -> list[str]:
         return sorted(names)
 
 
+def warn_near_duplicates(field: str, names: list[str]) -> None:
+    """Warn about label names that differ only by case or surrounding whitespace (``pos`` and ``Pos ``): they are
+    different classes, which is rarely what the data meant."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        groups[name.strip().casefold()].append(name)
+    alike = [group for group in groups.values() if len(group) > 1]
+    if alike:
+        shown = "; ".join(" and ".join(repr(n) for n in group) for group in alike[:5])
+        rank_zero_warn(
+            f"{field}: labels {shown} differ only by case or surrounding whitespace and are trained as different "
+            "classes: clean the column if they are one"
+        )
+
+
 def column_error(field: str, column: str, split: str, ds: datasets.Dataset) -> ConfigError:
     """A missing-column error that lists the columns the split does have."""
     return ConfigError(field, f"column '{column}' not in the {split} split (columns: {', '.join(ds.column_names)})")
@@ -45,20 +69,57 @@ def column_error(field: str, column: str, split: str, ds: datasets.Dataset) -> C
 class TextDataModule(TaskDataModule):
     """Shared base of the text classification variants: one text (or a pair) per row, and a target."""
 
-    def __init__(self, text_column: str = "text", text_pair_column: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        empty_texts: Literal["error", "drop"] = "error",
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             text_column: Column holding the input text.
             text_pair_column: Second text column for sentence-pair tasks (MRPC, STS-B, NLI); none for single text.
+            empty_texts: What a labelled row with an empty or whitespace-only text does: ``error`` stops before any
+                work and says how many there are; ``drop`` leaves those rows out (and logs how many). The predict
+                split never drops rows: it is answered one row per input.
             **kwargs: Shared data options (files, Hub dataset, batch sizes, ...): see ``TaskDataModule``.
         """
         super().__init__(**kwargs)
+        if empty_texts not in ("error", "drop"):
+            raise ConfigError("data.empty_texts", f"must be error or drop, got {empty_texts!r}")
+        if text_pair_column is not None and text_pair_column == text_column:
+            raise ConfigError(
+                "data.text_pair_column",
+                f"'{text_pair_column}' is also data.text_column: name the pair's second column, or drop the key",
+            )
         self.text_column = text_column
         self.text_pair_column = text_pair_column
+        self.empty_texts = empty_texts
 
     @property
     def text_columns(self) -> list[str]:
         return [c for c in (self.text_column, self.text_pair_column) if c is not None]
+
+    @property
+    def pairs(self) -> bool:
+        return self.text_pair_column is not None
+
+    def check_target_columns(self, field: str, columns: list[str]) -> None:
+        """Refuse a target column that is also a text column: the model would read the answer it is scored on.
+
+        Args:
+            field: The target's config field (``label_column``, ``label_columns``).
+            columns: The target columns.
+        """
+        fields = {self.text_column: "text_column", self.text_pair_column: "text_pair_column"}
+        for column in columns:
+            if column in self.text_columns:
+                raise ConfigError(
+                    f"data.{field}",
+                    f"'{column}' is also data.{fields[column]}: the model would read its own target; "
+                    "give the target and the text their own columns",
+                )
 
     # --- what a variant supplies ----------------------------------------------------------------------------
 
@@ -76,17 +137,36 @@ class TextDataModule(TaskDataModule):
 
     # --- shared ---------------------------------------------------------------------------------------------
 
+    def drop_rows(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
+        """With ``empty_texts=drop``, a labelled split without its rows of empty or blank text."""
+        if self.empty_texts != "drop" or split == "predict":
+            return ds
+        # A missing or non-text column is left for check_split to name.
+        columns = [c for c in self.text_columns if c in ds.column_names and is_text(ds.features[c])]
+        blank = sorted({row for c in columns for row in blank_rows(ds[c])})
+        if not blank:
+            return ds
+        if len(blank) == len(ds):
+            raise ConfigError("data.text_column", f"every row of the {split} split has empty text: nothing is left")
+        rank_zero_info(f"data.empty_texts=drop: dropped {len(blank)} of {len(ds)} rows of the {split} split: no text")
+        dropped = set(blank)
+        return ds.select([row for row in range(len(ds)) if row not in dropped])
+
     def check_split(self, split: str, ds: datasets.Dataset) -> None:
         fields = {self.text_column: "text_column", self.text_pair_column: "text_pair_column"}
+        if split == "predict":
+            fix = "fill or remove those rows (a prediction is written for every input row)"
+        else:
+            fix = "fill or remove those rows, or set data.empty_texts=drop"
         for col in self.text_columns:
             if col not in ds.column_names:
                 raise column_error(f"data.{fields[col]}", col, split, ds)
-            check_texts(f"data.{fields[col]}", col, split, ds)
+            check_texts(f"data.{fields[col]}", col, split, ds, blank_fix=fix)
         if split != "predict":
             self.check_targets(split, ds)
 
     def cache_fields(self) -> dict[str, Any]:
-        return {"text": self.text_columns, **self.target_fields()}
+        return {"text": self.text_columns, "empty_texts": self.empty_texts, **self.target_fields()}
 
     def encode(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
         targets = self.target_encoder(ds) if split != "predict" else None
@@ -121,6 +201,7 @@ class ClassificationDataModule(TextDataModule):
         """
         super().__init__(**kwargs)
         self.save_hyperparameters()
+        self.check_target_columns("label_column", [label_column])
         self.label_column = label_column
         self.given_labels = labels
 
@@ -135,18 +216,43 @@ class ClassificationDataModule(TextDataModule):
             if "train" not in self.raw:
                 raise ConfigError("data.labels", "no train split to discover labels from: list them in data.labels")
             train = self.raw["train"]
-            if self.label_column not in train.column_names:
-                raise column_error("data.label_column", self.label_column, "train", train)
+            self._check_label_values("train", train)
             to_name = _label_text(train.features[self.label_column])
             names = sort_names({n for n in map(to_name, train[self.label_column]) if n is not None})
             field = "data.label_column"
+            warn_near_duplicates(field, names)
         if len(names) < 2:
             raise ConfigError(field, f"only one label ({names}): a classifier needs at least two")
         return names
 
-    def check_targets(self, split: str, ds: datasets.Dataset) -> None:
+    def _check_label_values(self, split: str, ds: datasets.Dataset) -> None:
+        """The label column holds one class per row: text or whole numbers, not lists or fractions."""
         if self.label_column not in ds.column_names:
             raise column_error("data.label_column", self.label_column, split, ds)
+        feature = ds.features[self.label_column]
+        if getattr(feature, "feature", None) is not None:
+            raise ConfigError(
+                "data.label_column",
+                f"column '{self.label_column}' of the {split} split holds lists of labels, but this task takes one per "
+                "row: for several use ftlit.data.MultiLabelDataModule (with ftlit.models.MultiLabelClassifier)",
+            )
+        if not isinstance(feature, datasets.Value | datasets.ClassLabel):
+            raise ConfigError(
+                "data.label_column", f"column '{self.label_column}' of the {split} split holds {feature}, not one label"
+            )
+        if feature.dtype.startswith("float"):
+            values = ds[self.label_column]
+            bad = [row for row, v in enumerate(values) if v is not None and not math.isnan(v) and not v.is_integer()]
+            if bad:
+                raise ConfigError(
+                    "data.label_column",
+                    f"row {bad[0]} of the {split} split has label {values[bad[0]]!r} ({len(bad)} of {len(values)} rows "
+                    "are fractions): a class is text or a whole number; for a numeric target use "
+                    "ftlit.data.RegressionDataModule (with ftlit.models.SequenceRegressor)",
+                )
+
+    def check_targets(self, split: str, ds: datasets.Dataset) -> None:
+        self._check_label_values(split, ds)
         to_name = _label_text(ds.features[self.label_column])
         names = [to_name(v) for v in ds[self.label_column]]
         if None in names:

@@ -13,7 +13,7 @@ from typing import Any
 
 import datasets
 
-from ftlit.data.classification import TargetEncoder, TextDataModule, column_error, sort_names
+from ftlit.data.classification import TargetEncoder, TextDataModule, column_error, sort_names, warn_near_duplicates
 from ftlit.errors import ConfigError
 
 
@@ -57,6 +57,10 @@ class MultiLabelDataModule(TextDataModule):
             raise ConfigError("data.labels", "with label_columns the labels are the column names: drop data.labels")
         if label_columns is not None and len(set(label_columns)) != len(label_columns):
             raise ConfigError("data.label_columns", f"columns listed twice: {label_columns}")
+        if label_columns is not None:
+            self.check_target_columns("label_columns", list(label_columns))
+        else:
+            self.check_target_columns("label_column", [label_column])
         self.label_column = label_column
         self.label_columns = label_columns
         self.given_labels = labels
@@ -82,7 +86,9 @@ class MultiLabelDataModule(TextDataModule):
         if isinstance(inner, datasets.ClassLabel):
             return list(inner.names)  # the dataset's own id order, as its card documents it
         to_names = _label_lists(train.features[self.label_column], self.label_separator)
-        return sort_names({n for v in train[self.label_column] for n in to_names(v) or []})
+        names = sort_names({n for v in train[self.label_column] for n in to_names(v) or []})
+        warn_near_duplicates("data.label_column", names)
+        return names
 
     def check_targets(self, split: str, ds: datasets.Dataset) -> None:
         if self.label_columns is not None:

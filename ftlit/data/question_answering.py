@@ -289,6 +289,10 @@ class QuestionAnsweringDataModule(TaskDataModule):
         has_id = self.id_column in ds.column_names
         return f"row {row} of the {split} split" + (f" (id '{ds[row][self.id_column]}')" if has_id else "")
 
+    @property
+    def pairs(self) -> bool:
+        return True  # every window is a question/context pair
+
     def check_split(self, split: str, ds: datasets.Dataset) -> None:
         required = [("question_column", self.question_column), ("context_column", self.context_column)]
         if split != "predict":

@@ -33,6 +33,7 @@ class RegressionDataModule(TextDataModule):
         """
         super().__init__(**kwargs)
         self.save_hyperparameters()
+        self.check_target_columns("label_column", [label_column])
         self.label_column = label_column
 
     def check_targets(self, split: str, ds: datasets.Dataset) -> None:

@@ -24,6 +24,11 @@ SPLITS = ("train", "validation", "test", "predict")
 def check_file(path: str, field: str) -> Path:
     """An existing, non-empty file with a known extension, or a ConfigError naming ``field``."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        # Checked first: a folder has no suffix, and "unknown file type" or "does not exist" would mislead.
+        inside = sorted(c.name for c in p.iterdir() if c.is_file() and c.suffix.lower() in FORMATS)
+        hint = f"one of its files ({', '.join(inside[:5])})" if inside else f"a data file ({', '.join(FORMATS)})"
+        raise ConfigError(field, f"'{path}' is a folder, not a file: give the path of {hint}")
     if p.suffix.lower() not in FORMATS:
         known = ", ".join(FORMATS)
         raise ConfigError(field, f"unknown file type '{p.suffix}' for '{path}': use one of {known}")

@@ -14,17 +14,19 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType, rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, get_scheduler
 
 from ftlit import backbone
 from ftlit.callbacks.rng import RNGState
-from ftlit.callbacks.safety import GracefulStop
-from ftlit.errors import ConfigError, TrainingError
+from ftlit.callbacks.safety import FinalState, GracefulStop
+from ftlit.errors import ConfigError, TrainingError, config_error_in
 from ftlit.models import strategies
 from ftlit.models.anatomy import Anatomy, anatomy
+from ftlit.models.attention import build_with_attention
 
 SchedulerName = Literal["linear", "cosine", "constant", "polynomial"]
 # transformers' names for our schedules; all of them warm up linearly first.
@@ -52,6 +54,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def saved_backbone(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The backbone config, tokenizer and code packed in a checkpoint, checked to be data of the right shape."""
+    saved = ckpt["ftlit"]
+    if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)):
+        raise ConfigError("ckpt_path", "the checkpoint's packed backbone is damaged: no config")
+    backbone.packed_files(saved.get("tokenizer"), "tokenizer")
+    backbone.packed_files(saved.get("code", {}), "code")
+    return saved
+
+
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     module, _, cls = name.rpartition(".")
     try:
@@ -60,6 +72,12 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         found = None
     if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
         raise ConfigError("model.optimizer", f"'{name}' is not a torch optimizer class: e.g. AdamW or torch.optim.SGD")
+    closure = inspect.signature(found.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        # LBFGS re-evaluates the loss several times a step: Lightning's automatic optimization cannot drive it.
+        raise ConfigError("model.optimizer", f"{name} needs a loss closure each step: use AdamW, Adam or SGD")
+    if found is torch.optim.SparseAdam:
+        raise ConfigError("model.optimizer", "SparseAdam takes sparse gradients only, and a transformer's are dense")
     return found
 
 
@@ -131,7 +149,9 @@ class FineTuneModule(pl.LightningModule):
                 Needs the ``peft`` extra.
             lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_rank``).
             lora_dropout: Dropout on the LoRA path.
-            lora_target_modules: Module names that get adapters (default: ``query`` and ``value``).
+            lora_target_modules: Module names that get adapters (default: the attention's query and value
+                projections: ``query`` and ``value``; DistilBERT ``q_lin`` and ``v_lin``; DeBERTa-v2 ``query_proj`` and
+                ``value_proj``; ModernBERT its fused ``Wqkv``).
             compile: Compile the model's forward with ``torch.compile(dynamic=True)``, so batches of new lengths do
                 not recompile; the first step, which pays for compilation, is reported on its own.
             trust_remote_code: Let a backbone that ships its own Python code (``auto_map`` in its config) run it.
@@ -147,6 +167,8 @@ class FineTuneModule(pl.LightningModule):
             raise ConfigError("model.warmup_steps", f"must be >= 0, got {warmup_steps}")
         if weight_decay < 0:
             raise ConfigError("model.weight_decay", f"must be >= 0, got {weight_decay}")
+        if head_lr is not None and not head_lr > 0:
+            raise ConfigError("model.head_lr", f"must be positive, got {head_lr} (null: the learning_rate)")
         if head_dropout is not None and not 0.0 <= head_dropout < 1.0:
             raise ConfigError("model.head_dropout", f"must be in [0, 1), got {head_dropout}")
         _optimizer_class(optimizer)
@@ -209,11 +231,13 @@ class FineTuneModule(pl.LightningModule):
         """Re-initialise, freeze, anchor L2-SP and add LoRA, in that order, on the freshly built backbone."""
         h = self.hparams
         parts = anatomy(self.model)
+        # Layers that share their weights (ALBERT) have no per-layer strategies: one line, before anything changes.
+        strategies.check_per_layer(parts, h.freeze_layers, h.reinit_layers, h.layer_lr_decay)
         n = len(parts.layers)
         for key in ("freeze_layers", "reinit_layers"):
             if h[key] > n:
                 raise ConfigError(f"model.{key}", f"{h[key]} is more than the model's {n} layers")
-        if h.reinit_pooler and not parts.top:
+        if h.reinit_pooler and not parts.pooler:
             raise ConfigError("model.reinit_pooler", f"{type(self.model).__name__} has no pooler: drop the key")
         if pretrained and (h.reinit_layers or h.reinit_pooler):
             strategies.reinit_top_layers(self.model, parts, h.reinit_layers, h.reinit_pooler)
@@ -229,8 +253,9 @@ class FineTuneModule(pl.LightningModule):
             anchored = [p for m in parts.backbone for p in m.parameters() if p.requires_grad and id(p) not in fresh]
             self.l2sp = strategies.L2SP(anchored, h.l2sp_alpha)
         if h.lora_rank:
-            targets = h.lora_target_modules or ["query", "value"]
-            self.model = strategies.apply_lora(self.model, parts, h.lora_rank, h.lora_alpha, h.lora_dropout, targets)
+            self.model = strategies.apply_lora(
+                self.model, parts, h.lora_rank, h.lora_alpha, h.lora_dropout, h.lora_target_modules
+            )
             trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
             total = sum(p.numel() for p in self.model.parameters())
             rank_zero_info(f"LoRA: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
@@ -281,8 +306,12 @@ class FineTuneModule(pl.LightningModule):
             self.log("perf/first_step_seconds", seconds, rank_zero_only=True)
 
     def configure_callbacks(self) -> list[Callback]:
-        # Always on, whatever the config says: exact resume and a clean stop on SIGTERM/SIGINT.
-        return [RNGState(), GracefulStop()]
+        # Always on, whatever the config says: exact resume, a clean stop on SIGTERM/SIGINT, a saved end.
+        return [RNGState(), GracefulStop(), FinalState()]
+
+    def logged_metrics(self) -> set[str]:
+        """Every metric a fit of this model logs, which ModelCheckpoint and EarlyStopping may monitor."""
+        return {"train/loss", "val/loss", *self.val_metrics.keys()}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch)
@@ -322,28 +351,42 @@ class FineTuneModule(pl.LightningModule):
         saved, trusted = _SAVED_BACKBONE.get(), self.hparams.trust_remote_code
         if saved is not None:
             self._tokenizer_files, self._code_files = saved["tokenizer"], saved.get("code", {})
+            if not trusted and (self._code_files or "auto_map" in saved["config"]):
+                # Trust is the caller's, given now: the checkpoint's own trust_remote_code is never read.
+                raise ConfigError(
+                    "trust_remote_code",
+                    "the checkpoint's model ships its own Python code, which runs when it is rebuilt: pass "
+                    "trust_remote_code=True (ftlit export --trust_remote_code) only if you trust its source",
+                )
             with tempfile.TemporaryDirectory() as tmp:
                 backbone.unpack(tmp, saved["config"], saved["tokenizer"], self._code_files)
                 config = AutoConfig.from_pretrained(tmp, trust_remote_code=trusted)
                 # Built inside the folder: a model class from the model's own code is read from there.
-                return self._sdpa(self.auto_class.from_config, config, trust_remote_code=trusted)
+                return build_with_attention(self.auto_class.from_config, config, trust_remote_code=trusted)
         source = backbone.resolve(self.hparams.backbone)
         config = self.configure_backbone(backbone.load_config(source, trust_remote_code=trusted))
         tokenizer = backbone.load_tokenizer(source, "model.backbone", trust_remote_code=trusted)
         self._tokenizer_files = backbone.pack_tokenizer(tokenizer)
-        model = self._sdpa(
-            self.auto_class.from_pretrained, source, config=config, dtype=torch.float32, trust_remote_code=trusted
+        # A backbone fine-tuned before (a 2-label classifier as the start of a 3-label one) keeps its encoder and
+        # gets a new head: said in one line instead of transformers' size-mismatch traceback.
+        model, loading = build_with_attention(
+            self.auto_class.from_pretrained,
+            source,
+            config=config,
+            dtype=torch.float32,
+            trust_remote_code=trusted,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
         )
+        mismatched = loading.get("mismatched_keys") or []
+        if mismatched:
+            names = ", ".join(sorted(str(k[0] if isinstance(k, tuple) else k) for k in mismatched))
+            rank_zero_info(
+                f"ftlit: model.backbone's {names} have another shape than this task needs (another label set): "
+                "new ones are trained"
+            )
         self._code_files = backbone.pack_code(model, model.config)
         return model
-
-    @staticmethod
-    def _sdpa(build, *args, **kwargs) -> PreTrainedModel:
-        """Build with PyTorch's fused attention (SDPA) where the architecture supports it."""
-        try:
-            return build(*args, attn_implementation="sdpa", **kwargs)
-        except (ValueError, ImportError):
-            return build(*args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The backbone config and tokenizer (and code, for a model with its own) travel inside every checkpoint,
@@ -362,12 +405,27 @@ class FineTuneModule(pl.LightningModule):
             )
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):  # type: ignore[override]
-        """Rebuild a model from its checkpoint alone: no Hub access and no original model folder needed."""
-        saved = read_checkpoint(checkpoint_path)["ftlit"]
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: Any = None, trust_remote_code: bool = False, **kwargs: Any
+    ):
+        """Rebuild a model from its checkpoint alone: no Hub access and no original model folder needed.
+
+        Args:
+            checkpoint_path: An ftlit checkpoint.
+            map_location: Where to load the tensors (as ``torch.load``).
+            trust_remote_code: Let a model that ships its own Python code run it. The checkpoint's saved value is
+                never used: a file cannot grant itself the right to run code.
+            **kwargs: Hyperparameters to override.
+        """
+        saved = saved_backbone(read_checkpoint(checkpoint_path))
         token = _SAVED_BACKBONE.set(saved)
         try:
-            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location=map_location, trust_remote_code=trust_remote_code, **kwargs
+            )
+        except ValueError as err:
+            # jsonargparse wraps errors raised while it rebuilds the model: surface ftlit's own.
+            raise (config_error_in(err) or err) from None
         finally:
             _SAVED_BACKBONE.reset(token)
 
@@ -392,10 +450,38 @@ class FineTuneModule(pl.LightningModule):
             no_decay=no_decay,
         )
 
+    @property
+    def _scaled_clip(self) -> bool:
+        """Whether gradients are clipped under a loss scaler (16-mixed): a fused optimizer would unscale them only
+        inside its step, after the clip, so the plain loop is used then."""
+        plugin = self._trainer.precision_plugin if self._trainer is not None else None
+        scaler = getattr(plugin, "scaler", None) if isinstance(plugin, MixedPrecision) else None
+        return scaler is not None and bool(self.trainer.gradient_clip_val)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            # bf16 autocast has no loss scaler, so the gradients are already true ones and clipping them is exact;
+            # Lightning refuses any clipping with a fused optimizer under mixed precision, which would make every
+            # bf16 run with the default clip fail at its first step.
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict[str, Any]:
         cls = _optimizer_class(self.hparams.optimizer)
         kwargs: dict[str, Any] = {"lr": self.hparams.learning_rate}
-        if "fused" in inspect.signature(cls).parameters and self.device.type in _FUSED_DEVICES:
+        if (
+            "fused" in inspect.signature(cls).parameters
+            and self.device.type in _FUSED_DEVICES
+            and not self._scaled_clip
+        ):
             # One kernel over all parameters instead of a loop over tensors (MiniLM on a CPU: 8.5 ms a step
             # against 73 ms); the Trainer's default optimizer is the fused AdamW too.
             kwargs["fused"] = True
@@ -406,6 +492,12 @@ class FineTuneModule(pl.LightningModule):
         # Dropping it makes the fit loop build it again after the restore, with the position loaded.
         self.trainer.fit_loop._combined_loader = None
         warmup = self.hparams.warmup_steps or math.ceil(self.hparams.warmup_ratio * total)
+        if self.hparams.warmup_steps > total:
+            raise ConfigError(
+                "model.warmup_steps",
+                f"{self.hparams.warmup_steps} is more than the run's {total} optimizer steps: the learning rate would "
+                "never reach its peak; lower it or use warmup_ratio",
+            )
         scheduler = get_scheduler(
             _SCHEDULERS[self.hparams.scheduler], optimizer, num_warmup_steps=warmup, num_training_steps=total
         )

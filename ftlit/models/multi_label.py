@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -51,6 +52,8 @@ class MultiLabelClassifier(FineTuneModule):
         super().__init__(*args, **kwargs)
         if pos_weight is not None and len(pos_weight) != len(self.label_names):
             raise ConfigError("model.pos_weight", f"{len(pos_weight)} weights for {len(self.label_names)} labels")
+        if pos_weight is not None and not all(w > 0 and math.isfinite(w) for w in pos_weight):
+            raise ConfigError("model.pos_weight", f"weights must be finite and > 0, got {pos_weight}")
         self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(pos_weight), persistent=False)
         # Validation reports the averages (what checkpointing monitors); test adds every label's F1.
         self.val_metrics = self.build_metrics(per_label=False).clone(prefix="val/")

@@ -92,6 +92,11 @@ class QuestionAnswering(FineTuneModule):
         """None here: the SQuAD metric needs the evaluated split's examples, so :meth:`setup` builds it."""
         return MetricCollection({})
 
+    def logged_metrics(self) -> set[str]:
+        # SQuAD v2's groups are logged only on v2 data, which the model learns of at setup: all are allowed here.
+        groups = ("", "HasAns_", "NoAns_")
+        return {"train/loss", "val/loss", *(f"val/{g}{k}" for g in groups for k in ("exact", "f1"))}
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self.trainer.datamodule if self._trainer is not None else None

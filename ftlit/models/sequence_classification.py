@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -39,6 +40,8 @@ class SequenceClassifier(FineTuneModule):
         super().__init__(*args, **kwargs)
         if isinstance(class_weights, list) and len(class_weights) != self.num_labels:
             raise ConfigError("model.class_weights", f"{len(class_weights)} weights for {self.num_labels} labels")
+        if isinstance(class_weights, list) and not all(w >= 0 and math.isfinite(w) for w in class_weights):
+            raise ConfigError("model.class_weights", f"weights must be finite and >= 0, got {class_weights}")
         self.class_weight: torch.Tensor | None = None
 
     @property
