@@ -21,28 +21,17 @@ def last_step(root) -> int:
     return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
-def test_max_steps_mid_epoch_is_validated_and_saved(tiny_bert, toy_data, tmp_path):
-    # 96 rows in batches of 8: 12 steps an epoch, so step 15 is mid-epoch. EarlyStopping on a validation metric
-    # (the quickstart's) needs a validation before the end; the last 3 steps must reach last.ckpt.
-    early = [
-        "--trainer.callbacks+=EarlyStopping",
-        "--trainer.callbacks.monitor=val/acc",
-        "--trainer.callbacks.mode=max",
-    ]
-    fit(tiny_bert, toy_data, tmp_path, "--trainer.max_steps=15", *early)
-    assert last_step(tmp_path) == 15
-    validated = [int(r["step"]) for r in read_metrics(tmp_path) if r.get("val/acc")]
-    assert validated == [11, 14]  # the epoch end, then the stop (Lightning logs the step before)
+# The quickstart's EarlyStopping: it needs a validation before the fit ends.
+EARLY_STOPPING = ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/acc"]
 
 
-def test_a_smoke_run_shorter_than_an_epoch_works(tiny_bert, toy_data, tmp_path):
-    early = [
-        "--trainer.callbacks+=EarlyStopping",
-        "--trainer.callbacks.monitor=val/acc",
-        "--trainer.callbacks.mode=max",
-    ]
-    fit(tiny_bert, toy_data, tmp_path, "--trainer.max_steps=3", *early)
-    assert last_step(tmp_path) == 3
+@pytest.mark.parametrize(("steps", "validated"), [(3, [2]), (15, [11, 14])], ids=["smoke-run", "second-epoch"])
+def test_max_steps_mid_epoch_is_validated_and_saved(tiny_bert, toy_data, tmp_path, steps, validated):
+    # 96 rows in batches of 8: 12 steps an epoch, so both stop mid-epoch; the last steps must reach last.ckpt and be
+    # validated (Lightning logs a validation at the step before its number).
+    fit(tiny_bert, toy_data, tmp_path, f"--trainer.max_steps={steps}", *EARLY_STOPPING, "--trainer.callbacks.mode=max")
+    assert last_step(tmp_path) == steps
+    assert [int(r["step"]) for r in read_metrics(tmp_path) if r.get("val/acc")] == validated
 
 
 def test_a_run_folder_belongs_to_one_run(tiny_bert, toy_data, tmp_path, capsys):
