@@ -603,3 +603,11 @@ def test_an_option_of_another_task_names_the_class_it_was_given_to(tiny_bert, to
         "ftlit: error: data.tokens_column: no such option of ftlit.data.ClassificationDataModule: check the spelling "
         "(--help lists them)"
     )
+
+
+def test_ner_conll_folder_given_as_a_file(tiny_bert, ner_train, tmp_path, capsys):
+    folder = tmp_path / "splits.conll"
+    folder.mkdir()
+    err = run_ner_fit(tiny_bert, {"train_file": ner_train, "validation_file": str(folder)}, tmp_path, capsys)
+    expected = f"data.validation_file: '{folder}' is a folder, not a file: give the path of a CoNLL file in it"
+    assert err == f"ftlit: error: {expected}"

@@ -49,6 +49,8 @@ def read_conll(path: str, field: str, tag_column: int | None, tokens_column: str
         ConfigError: The file is missing or has no sentences, or a line lacks the tag column.
     """
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(field, f"'{path}' is a folder, not a file: give the path of a CoNLL file in it")
     if not p.is_file():
         raise ConfigError(field, f"file '{path}' does not exist: check the path")
     tokens: list[list[str]] = []
