@@ -109,7 +109,7 @@ def report_errors(run: Callable[[], T]) -> T:
         print(f"ftlit: error: {parser_error(str(err))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("ftlit: interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr)
+        print("ftlit: interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     except Exception as err:
         config_error = config_error_in(err)
