@@ -60,7 +60,9 @@ class FtlitCLI(LightningCLI):
         )
         # Always present, under its own key, so `--ckpt_path last` finds the last checkpoint.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True})
+        # A run folder holds one run (run_folder.check_fresh_fit), so a name that exists is this run's own file:
+        # overwrite it. With the counter, a stop's last.ckpt made the next save write last-v1.ckpt beside it.
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         # The tokenizer is the backbone's, and the labels come from the data: never typed twice.
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")

@@ -102,6 +102,7 @@ def test_sigterm_saves_last_and_stops_cleanly(tiny_bert, toy_data, tmp_path):
     ]
     result = ftlit("fit", *cli_args(tiny_bert, toy_data, tmp_path, *extra), check=False)
     assert result.returncode == 128 + int(__import__("signal").SIGTERM)  # preempted: neither done (0) nor failed
+    assert not list((tmp_path / "checkpoints").glob("*-v1.ckpt"))  # the stop's last.ckpt is the run's only one
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ftlit: stopped by SIGTERM at step ") and last.endswith("resume with --ckpt_path last")
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
