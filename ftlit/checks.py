@@ -16,13 +16,9 @@ _SEED_RANGE = (0, 2**32 - 1)
 _MODES = ("min", "max")
 
 
-def _get(config: Any, key: str, default: Any = None) -> Any:
-    value = config
-    for part in key.split("."):
-        if value is None:
-            return default
-        value = value.get(part) if isinstance(value, dict | Namespace) else getattr(value, part, None)
-    return default if value is None else value
+def _get(args: Any, key: str) -> Any:
+    """``args[key]`` of a callback's init_args, whether jsonargparse gives a Namespace or a dict."""
+    return args.get(key) if isinstance(args, dict | Namespace) else getattr(args, key, None)
 
 
 def check_values(config: Namespace) -> None:
