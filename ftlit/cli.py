@@ -16,14 +16,16 @@ from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
 
 from ftlit import checks, run_folder
-from ftlit.callbacks import PredictionWriter
-from ftlit.callbacks.predictions import check_output, output_path
-from ftlit.callbacks.safety import GracefulStop
-from ftlit.data.base import TaskDataModule
+from ftlit.checkpoint_io import read_checkpoint
+from ftlit.classes import class_path, find_class
+from ftlit.core.callbacks.predictions import PredictionWriter, check_output, output_path
+from ftlit.core.callbacks.safety import GracefulStop
+from ftlit.core.datamodule import TaskDataModule
+from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError, Stopped, report_errors, set_run_folder
-from ftlit.models.base import FineTuneModule, read_checkpoint
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -50,6 +52,7 @@ class FtlitCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {**raising, **{name: raising for name in SUBCOMMANDS}})
         super().__init__(*args, **kwargs)
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--overwrite",
@@ -69,6 +72,7 @@ class FtlitCLI(LightningCLI):
         parser.link_arguments("model.init_args.trust_remote_code", "data.init_args.trust_remote_code")
         parser.link_arguments("data", "model.init_args.label_names", compute_fn=checked_labels, apply_on="instantiate")
 
+    @override
     def _parse_ckpt_path(self) -> None:
         # Lightning's version parses the checkpoint's hyperparameters over the config, so the checkpoint would
         # silently win over the YAML and the command line. ftlit keeps the config and checks that they match.
@@ -93,13 +97,15 @@ class FtlitCLI(LightningCLI):
         if config.ckpt_path in ("hpc", "registry"):
             return
         saved = read_checkpoint(config.ckpt_path).get("hyper_parameters", {}).get("_class_path")
-        if saved and saved != config.model.class_path:
+        # Compared as classes: an old class path (ftlit.models.SequenceClassifier) names the same class as the new.
+        if saved and find_class(saved, imported_only=True) is not find_class(config.model.class_path):
             raise ConfigError(
                 "ckpt_path",
                 f"'{config.ckpt_path}' holds a {saved}, but model.class_path is {config.model.class_path}: "
                 "use the config the checkpoint was trained with",
             )
 
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         try:
             return super().instantiate_trainer(**kwargs)
@@ -115,6 +121,7 @@ class FtlitCLI(LightningCLI):
                 key, message = "accelerator", f"{message.rstrip('!.')}: use cpu or auto on this machine"
             raise ConfigError(f"trainer.{key}" if key else "trainer", message) from None
 
+    @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_task_pair(config.model.class_path, config.data.class_path)
@@ -158,6 +165,7 @@ class FtlitCLI(LightningCLI):
         if stop is not None and stop.stopped:
             raise Stopped(stop.signal, stop.describe())
 
+    @override
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
@@ -167,18 +175,16 @@ class FtlitCLI(LightningCLI):
                 lock.release()
 
 
-def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def check_task_pair(model_path: str, data_path: str) -> None:
-    """Refuse a model with another task's data module (e.g. NER data under a sequence classifier)."""
-    wanted = _import(model_path).data_class
-    if not issubclass(_import(data_path), _import(wanted)):
+    """Refuse a model with another task's data module (e.g. NER data under a sequence classifier).
+
+    Both paths were resolved by the parser already (and subclass ``FineTuneModule`` / ``TaskDataModule``).
+    """
+    wanted = find_class(model_path).data_class
+    if not issubclass(find_class(data_path), wanted):
         raise ConfigError(
             "data.class_path",
-            f"{model_path.rpartition('.')[2]} trains on {wanted}, not {data_path}: pick the matching pair",
+            f"{model_path.rpartition('.')[2]} trains on {class_path(wanted)}, not {data_path}: pick the matching pair",
         )
 
 
@@ -219,7 +225,7 @@ def default_loggers(root: str) -> list[Namespace]:
 
 
 # Commands beyond Lightning's own: name -> module with a ``main(argv)`` (imported only when that command runs).
-COMMANDS = {"export": "ftlit.export", "plot": "ftlit.plots"}
+COMMANDS = {"export": "ftlit.commands.export", "plot": "ftlit.commands.plot"}
 
 
 def main(args: list[str] | None = None) -> None:

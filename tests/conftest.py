@@ -121,7 +121,7 @@ def custom_code_bert(tiny_bert, tmp_path) -> str:
     return str(folder)
 
 
-CLASSIFICATION = ("ftlit.models.SequenceClassifier", "ftlit.data.ClassificationDataModule")
+CLASSIFICATION = ("ftlit.tasks.text.SequenceClassifier", "ftlit.tasks.text.ClassificationDataModule")
 
 
 def cli_args(
@@ -200,6 +200,8 @@ def column(rows: list[dict[str, str]], key: str) -> list[float]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+# Files the tests read: CoNLL and SQuAD samples, checkpoints written by older versions.
+TEST_FIXTURES = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")

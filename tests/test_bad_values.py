@@ -7,8 +7,8 @@ import logging
 
 import pytest
 import torch
+from helpers.runs import run_fit
 from lightning.pytorch.callbacks import Callback
-from test_errors import run_fit
 
 from conftest import cli_args, cli_error
 from ftlit.cli import FtlitCLI

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_profiles import PROFILES, VARIANTS, make_random_bert_base, variant  # noqa: E402

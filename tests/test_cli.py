@@ -20,7 +20,7 @@ def test_python_dash_m_and_help_document_every_key(tiny_bert):
     for key in ("--model CONFIG", "--data CONFIG", "--checkpoint.monitor", "--predictions.output", "--ckpt_path"):
         assert key in out
     model_help = subprocess.run(
-        [sys.executable, "-m", "ftlit", "fit", "--model.help", "ftlit.models.SequenceClassifier"],
+        [sys.executable, "-m", "ftlit", "fit", "--model.help", "ftlit.tasks.text.SequenceClassifier"],
         check=True,
         capture_output=True,
         text=True,

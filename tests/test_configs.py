@@ -13,21 +13,17 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import yaml
-from test_ner import toy_ner_rows
-from test_qa import toy_qa_rows
-from test_variants import scored_rows, tagged_rows
+from helpers.ner import toy_ner_rows
+from helpers.qa import toy_qa_rows
+from helpers.text import scored_rows, tagged_rows
 
 from conftest import REPO, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, check_task_pair, main
-from ftlit.data import (
-    ClassificationDataModule,
-    MultiLabelDataModule,
-    QuestionAnsweringDataModule,
-    RegressionDataModule,
-    TokenClassificationDataModule,
-)
-from ftlit.data.base import TaskDataModule
-from ftlit.models.base import FineTuneModule
+from ftlit.core.datamodule import TaskDataModule
+from ftlit.core.module import FineTuneModule
+from ftlit.tasks.ner import TokenClassificationDataModule
+from ftlit.tasks.qa import QuestionAnsweringDataModule
+from ftlit.tasks.text import ClassificationDataModule, MultiLabelDataModule, RegressionDataModule
 
 CONFIGS = REPO / "configs"
 # The full configs, each also with the DDP overlay ("layered over any config"); the strategies are written for the
@@ -101,7 +97,7 @@ def test_config_parses_to_a_matching_task_pair_and_keeps_its_keys(parsed, combo)
     model, data = config["model"]["class_path"], config["data"]["class_path"]
     model_class, data_class = load(model), load(data)
     assert issubclass(model_class, FineTuneModule) and issubclass(data_class, TaskDataModule)
-    assert issubclass(data_class, load(model_class.data_class)), f"{model} trains on {model_class.data_class}"
+    assert issubclass(data_class, model_class.data_class), f"{model} trains on {model_class.data_class}"
     check_task_pair(model, data)  # what `ftlit` checks before it builds anything
     # Every key the (last) file sets arrives as written: none dropped, renamed or overridden by a link.
     assert not contains(config, yaml.safe_load((CONFIGS / combo[-1]).read_text()))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from test_ner import fit_args, toy_ner_rows, write_conll
-from test_production import TESTS, ftlit, last_metrics
-from test_variants import FAST, MULTI_LABEL, REGRESSION, REGRESSION_FIT, read_jsonl, scored_rows, tagged_rows
+from helpers.ner import fit_args, toy_ner_rows, write_conll
+from helpers.runs import TESTS, ftlit, last_metrics
+from helpers.text import FAST, MULTI_LABEL, REGRESSION, REGRESSION_FIT, read_jsonl, scored_rows, tagged_rows
 
 from conftest import cli_args, write_jsonl
 from ftlit.cli import FtlitCLI, main

@@ -12,32 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ner import fit_args, toy_ner_rows, write_conll
+from helpers.ner import toy_ner_rows, write_conll
+from helpers.runs import run_fit, run_ner_fit
 
 from conftest import cli_args, cli_error, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
-
-
-def assert_no_work(tmp_path: Path, root: Path) -> None:
-    """Nothing was tokenized (the per-test cache folder is absent) and no training started."""
-    assert not (tmp_path / "cache").exists(), "the data was tokenized despite bad input"
-    assert not (root / "checkpoints").exists(), "training started despite bad input"
-
-
-def run_fit(tiny_bert, data, tmp_path, capsys, *extra) -> str:
-    """Run `ftlit fit`, expect a clean exit with an error before any work, and return the one-line message."""
-    root = tmp_path / "run"
-    err = cli_error(["fit", *cli_args(tiny_bert, data, root, *extra)], capsys)
-    assert_no_work(tmp_path, root)
-    return err
-
-
-def run_ner_fit(tiny_bert, data, tmp_path, capsys, *extra) -> str:
-    """`run_fit` for the NER task (``ftlit.models.TokenClassifier`` on ``TokenClassificationDataModule``)."""
-    root = tmp_path / "run"
-    err = cli_error(["fit", *fit_args(tiny_bert, root, data, *extra)], capsys)
-    assert_no_work(tmp_path, root)
-    return err
 
 
 def write(path: Path, text: str) -> str:
@@ -158,16 +137,18 @@ def test_checkpoint_with_other_labels_or_task(tiny_bert, toy_data, tmp_path, cap
     assert err.startswith("ftlit: error: data.labels: the checkpoint was trained with labels ['neg', 'pos']")
 
     other = torch.load(ckpt, weights_only=True)
-    other["hyper_parameters"]["_class_path"] = "ftlit.models.TokenClassifier"
+    other["hyper_parameters"]["_class_path"] = "ftlit.tasks.ner.TokenClassifier"
     torch.save(other, tmp_path / "other.ckpt")
     err = cli_error(["test", *cli_args(tiny_bert, toy_data, root), f"--ckpt_path={tmp_path / 'other.ckpt'}"], capsys)
-    assert "holds a ftlit.models.TokenClassifier, but model.class_path is" in err
+    assert "holds a ftlit.tasks.ner.TokenClassifier, but model.class_path is" in err
 
 
 def test_data_module_of_another_task(tiny_bert, toy_data, tmp_path, capsys):
-    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--data=ftlit.data.TokenClassificationDataModule")
-    assert err.startswith("ftlit: error: data.class_path: SequenceClassifier trains on ftlit.data.ClassificationData")
-    assert err.endswith("not ftlit.data.TokenClassificationDataModule: pick the matching pair")
+    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--data=ftlit.tasks.ner.TokenClassificationDataModule")
+    assert err.startswith(
+        "ftlit: error: data.class_path: SequenceClassifier trains on ftlit.tasks.text.ClassificationDataModule, not"
+    )
+    assert err.endswith("not ftlit.tasks.ner.TokenClassificationDataModule: pick the matching pair")
 
 
 # --- more bad input: files --------------------------------------------------------------------------------------
@@ -460,9 +441,9 @@ def ner_train(tmp_path) -> str:
         ({}, ["--model.label_smoothing=-0.1"], "model.label_smoothing: must be in [0, 1), got -0.1"),
         (
             {},
-            ["--model=ftlit.models.SequenceClassifier"],
-            "data.class_path: SequenceClassifier trains on ftlit.data.ClassificationDataModule, not "
-            "ftlit.data.TokenClassificationDataModule: pick the matching pair",
+            ["--model=ftlit.tasks.text.SequenceClassifier"],
+            "data.class_path: SequenceClassifier trains on ftlit.tasks.text.ClassificationDataModule, not "
+            "ftlit.tasks.ner.TokenClassificationDataModule: pick the matching pair",
         ),
     ],
     ids=[
@@ -600,8 +581,8 @@ def test_predict_refuses_an_existing_output_file_before_any_work(tiny_bert, trai
 def test_an_option_of_another_task_names_the_class_it_was_given_to(tiny_bert, toy_data, tmp_path, capsys):
     err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--data.tokens_column=words")
     assert err == (
-        "ftlit: error: data.tokens_column: no such option of ftlit.data.ClassificationDataModule: check the spelling "
-        "(--help lists them)"
+        "ftlit: error: data.tokens_column: no such option of ftlit.tasks.text.ClassificationDataModule: check the "
+        "spelling (--help lists them)"
     )
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import REPO
 from ftlit.cli import FtlitCLI
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import torch
 from conftest import CONFIGURATION, MODELING, cli_args, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
 from ftlit.errors import ConfigError
-from ftlit.models import SequenceClassifier
+from ftlit.tasks.text import SequenceClassifier
 
 # Importing this module (it is packed as the model's own code) leaves a marker: proof that the code ran.
 HOSTILE = 'import os, pathlib\npathlib.Path(os.environ["FTLIT_MARKER"]).write_text("ran")\n' + MODELING
@@ -81,3 +81,32 @@ def test_packed_file_names_stay_inside_the_folder(trained, tmp_path, capsys, kin
     assert not target.exists() and not (tmp_path / "escaped.txt").exists()
     with pytest.raises(ConfigError, match="not a plain file name"):
         SequenceClassifier.load_from_checkpoint(path)
+
+
+def test_a_checkpoint_s_class_path_never_imports_a_module(tiny_bert, toy_data, tmp_path, monkeypatch, capsys):
+    # A module on the path whose import leaves a marker: a checkpoint naming a class in it must not import it.
+    monkeypatch.setenv("FTLIT_MARKER", str(tmp_path / "marker"))
+    (tmp_path / "lure.py").write_text(
+        HOSTILE.split("\n", 2)[0] + "\n" + HOSTILE.split("\n", 2)[1] + "\nclass Task: ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    root = tmp_path / "run"
+    FtlitCLI(args=["fit", *cli_args(tiny_bert, toy_data, root, "--trainer.max_steps=1")])
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["_class_path"] = "lure.Task"
+    lured = tmp_path / "lured.ckpt"
+    torch.save(ckpt, lured)
+    from ftlit.core.module import FineTuneModule
+
+    with pytest.raises(ConfigError, match="names no ftlit task model"):
+        FineTuneModule.load_from_checkpoint(lured)
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt_path", str(lured), "--out", str(tmp_path / "hf")])
+    assert "holds a lure.Task, which cannot be imported here" in capsys.readouterr().err
+    assert not (tmp_path / "marker").exists(), "the checkpoint's class path imported a module"
+    # The CLI compares the checkpoint's class with the config's without importing it either.
+    with pytest.raises(SystemExit):
+        main(["test", *cli_args(tiny_bert, toy_data, root), f"--ckpt_path={lured}"])
+    assert not (tmp_path / "marker").exists()
+    # The checkpoint's own class, named by ftlit's path, still loads through the base class.
+    assert type(FineTuneModule.load_from_checkpoint(root / "checkpoints" / "last.ckpt")) is SequenceClassifier

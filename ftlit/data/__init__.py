@@ -1,18 +1,20 @@
-"""Task data modules: tokenization, caching and batching for each task family."""
+"""The task data modules under their old class paths (``ftlit.data.ClassificationDataModule``): they live in
+``ftlit.tasks``.
+Kept so that the class paths of older configs and code keep working;
+ftlit itself never imports it.
+"""
 
-from ftlit.data.base import TaskDataModule
-from ftlit.data.classification import ClassificationDataModule, TextDataModule
-from ftlit.data.multi_label import MultiLabelDataModule
-from ftlit.data.question_answering import QuestionAnsweringDataModule
-from ftlit.data.regression import RegressionDataModule
-from ftlit.data.token_classification import TokenClassificationDataModule
+from ftlit.core.datamodule import TaskDataModule
+from ftlit.tasks.ner import TokenClassificationDataModule
+from ftlit.tasks.qa import QuestionAnsweringDataModule
+from ftlit.tasks.text import ClassificationDataModule, MultiLabelDataModule, RegressionDataModule, TextDataModule
 
 __all__ = [
     "ClassificationDataModule",
     "MultiLabelDataModule",
     "QuestionAnsweringDataModule",
     "RegressionDataModule",
-    "TextDataModule",
     "TaskDataModule",
+    "TextDataModule",
     "TokenClassificationDataModule",
 ]

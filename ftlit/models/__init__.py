@@ -1,17 +1,19 @@
-"""Task models: pick one in YAML by class path, e.g. ``model: class_path: ftlit.models.SequenceClassifier``."""
+"""The task models under their old class paths (``ftlit.models.SequenceClassifier``): they live in ``ftlit.tasks``.
 
-from ftlit.models.base import FineTuneModule
-from ftlit.models.multi_label import MultiLabelClassifier
-from ftlit.models.question_answering import QuestionAnswering
-from ftlit.models.regression import SequenceRegressor
-from ftlit.models.sequence_classification import SequenceClassifier
-from ftlit.models.token_classification import TokenClassifier
+Kept so that the class paths of older configs and code keep working;
+ftlit itself never imports it.
+"""
+
+from ftlit.core.module import FineTuneModule
+from ftlit.tasks.ner import TokenClassifier
+from ftlit.tasks.qa import QuestionAnswering
+from ftlit.tasks.text import MultiLabelClassifier, SequenceClassifier, SequenceRegressor
 
 __all__ = [
     "FineTuneModule",
     "MultiLabelClassifier",
     "QuestionAnswering",
-    "SequenceRegressor",
     "SequenceClassifier",
+    "SequenceRegressor",
     "TokenClassifier",
 ]

@@ -1,0 +1,2 @@
+"""The subcommands beyond Lightning's own, one module each with a ``main(argv)``; ``ftlit.cli.COMMANDS`` maps
+names to them."""

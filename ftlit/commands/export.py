@@ -1,0 +1,195 @@
+"""``ftlit export``: turn an ftlit checkpoint into a Hugging Face model folder (and, optionally, ONNX).
+
+The folder loads with ``from_pretrained`` and ``transformers.pipeline`` with no network and without the original
+backbone folder: the backbone config and tokenizer come from the checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import ActionYesNo, ArgumentParser
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing_extensions import override
+
+from ftlit import backbone
+from ftlit.checkpoint_io import read_checkpoint
+from ftlit.classes import find_class
+from ftlit.commands.folders import arg_docs, check_target, replace_folder, sibling
+from ftlit.core.module import FineTuneModule
+from ftlit.errors import ConfigError, report_errors
+from ftlit.run_folder import check_folder
+from ftlit.tasks.text.classification import SequenceClassifier
+
+# Model inputs in the order the ONNX graph takes them; only those the tokenizer produces are used.
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Protobuf cannot hold more than 2 GiB: larger models keep their weights in model.onnx.data beside the graph.
+_ONNX_INLINE_LIMIT = 2**31 - 2**26
+
+
+def export(
+    ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False, trust_remote_code: bool = False
+) -> Path:
+    """Write an ftlit checkpoint as a Hugging Face model folder: safetensors weights, config and tokenizer.
+
+    The folder loads offline with the task's ``AutoModelFor...from_pretrained`` or ``transformers.pipeline``;
+    label names are in the config's ``id2label``. LoRA adapters are merged into the
+    backbone, so the result is a plain model that needs no peft.
+
+    Args:
+        ckpt_path: Checkpoint written by ``ftlit fit`` (e.g. ``runs/quickstart/checkpoints/last.ckpt``).
+        out: Folder to create. An existing non-empty folder is an error unless ``overwrite`` is set.
+        overwrite: Replace an existing ``out`` folder (atomically: the old folder stays until the new one is
+            complete).
+        onnx: Also write ``model.onnx`` (inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` as the
+            tokenizer uses them, dynamic batch and sequence axes, output ``logits``, or ``start_logits`` and
+            ``end_logits`` for question answering). Needs ``onnx`` and ``onnxscript``.
+        trust_remote_code: Let a model that ships its own Python code (packed in the checkpoint) run it while it
+            is rebuilt. Off by default: the checkpoint's own setting is never used.
+
+    Returns:
+        The folder written.
+    """
+    target = check_folder(out, "out")
+    check_target(target, overwrite, {"the checkpoint": Path(ckpt_path)})
+    if onnx:
+        _check_onnx_installed()
+    ckpt = read_checkpoint(ckpt_path)
+    cls = _model_class(ckpt, ckpt_path)
+    module = cls.load_from_checkpoint(ckpt_path, map_location="cpu", trust_remote_code=trust_remote_code)
+    model = _plain_model(module, ckpt)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside ``out`` (same file system, so the final rename is atomic) and renamed only when complete.
+    # mkdir rather than mkdtemp: mkdtemp's 0700 would make the export private to this user.
+    tmp = sibling(target, "tmp")
+    tmp.mkdir()
+    try:
+        # unpack writes the tokenizer files (and a config.json that save_pretrained then rewrites in its format).
+        backbone.unpack(tmp, model.config, ckpt["ftlit"]["tokenizer"], ckpt["ftlit"].get("code"))
+        # transformers 5 writes safetensors only (model.safetensors, sharded above 50 GB), never pytorch_model.bin.
+        model.save_pretrained(tmp)
+        if onnx:
+            _export_onnx(model, AutoTokenizer.from_pretrained(tmp), tmp / "model.onnx")
+        replace_folder(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _check_onnx_installed() -> None:
+    # Checked before the model is rebuilt, so a missing package costs nothing.
+    missing = [name for name in ("onnx", "onnxscript") if find_spec(name) is None]
+    if missing:
+        raise ConfigError("onnx", f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def _model_class(ckpt: dict[str, Any], ckpt_path: str) -> type[FineTuneModule]:
+    """The task class that wrote the checkpoint (saved by LightningCLI as ``_class_path``)."""
+    name = ckpt.get("hyper_parameters", {}).get("_class_path")
+    if not name:
+        return SequenceClassifier  # a checkpoint from a model built in Python, not through the CLI
+    cls = find_class(name, imported_only=True)
+    if cls is None:
+        raise ConfigError("ckpt_path", f"'{ckpt_path}' holds a {name}, which cannot be imported here")
+    if not issubclass(cls, FineTuneModule):
+        raise ConfigError("ckpt_path", f"'{ckpt_path}' holds a {name}, which is not an ftlit task model")
+    return cls
+
+
+def _plain_model(module: FineTuneModule, ckpt: dict[str, Any]) -> PreTrainedModel:
+    """The task's transformers model in eval mode, with LoRA adapters merged and the label names in its config."""
+    model = module.model
+    if hasattr(model, "merge_and_unload"):
+        # peft: fold W + BA into W and unwrap the head, so the folder is a plain model that needs no peft.
+        model = model.merge_and_unload()
+    labels = ckpt.get("hyper_parameters", {}).get("label_names")
+    if labels and len(labels) == model.config.num_labels:
+        # The config already has them for ftlit's classifiers; this keeps any task's export self-describing.
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {name: i for i, name in enumerate(labels)}
+    return model.eval()
+
+
+def output_names(model: PreTrainedModel) -> list[str]:
+    """The ONNX graph's outputs: ``logits``, or a span head's ``start_logits`` and ``end_logits``."""
+    return ["start_logits", "end_logits"] if type(model).__name__.endswith("ForQuestionAnswering") else ["logits"]
+
+
+class _Logits(torch.nn.Module):
+    """Positional inputs in, logits out: the signature the ONNX graph gets."""
+
+    def __init__(self, model: PreTrainedModel, input_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+        self.output_names = output_names(model)
+
+    @override
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.model(**dict(zip(self.input_names, inputs, strict=True)))
+        logits = tuple(out[name] for name in self.output_names)
+        return logits if len(logits) > 1 else logits[0]
+
+
+def _export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """Write ``model`` as ONNX with dynamic batch and sequence axes, traced by torch.export (the dynamo exporter).
+
+    The dynamo exporter is used because the legacy TorchScript tracer bakes some of transformers' mask logic in as
+    constants: its logits drift by ~1e-2 from the PyTorch model's.
+    """
+    names = [n for n in ONNX_INPUTS if n in tokenizer.model_input_names]
+    # Two rows of different lengths (so padding is present) keep batch and sequence from being specialised.
+    sample = tokenizer(["a", "a b c d"], padding=True, return_tensors="pt")
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    with torch.no_grad(), warnings.catch_warnings():
+        # Every input shares the same two axes; the exporter warns that it keeps one name for each.
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+        torch.onnx.export(
+            _Logits(model, names).eval(),
+            tuple(sample[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=output_names(model),
+            dynamo=True,
+            dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in names),),
+            external_data=size > _ONNX_INLINE_LIMIT,
+            verbose=False,
+        )
+
+
+def build_parser() -> ArgumentParser:
+    """The ``ftlit export`` parser: ``export``'s signature, with the yes/no options as plain flags."""
+    # Parse errors are raised, not printed with the usage: report_errors prints them as one line.
+    description = (export.__doc__ or "").split("\n\n")[0]
+    parser = ArgumentParser(prog="ftlit export", description=description, exit_on_error=False)
+    flags = ("overwrite", "onnx", "trust_remote_code")
+    parser.add_function_arguments(export, as_group=False, skip=set(flags))
+    # jsonargparse makes bools take a value (--overwrite true); a bare --overwrite reads better and still
+    # accepts --overwrite=true/false and --no_overwrite.
+    helps = arg_docs(export)
+    for flag in flags:
+        parser.add_argument(f"--{flag}", action=ActionYesNo, nargs="?", default=False, help=helps.get(flag))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``ftlit export``; bad input exits with one line naming the field (exit code 2)."""
+    config = report_errors(lambda: build_parser().parse_args(argv))
+    folder = report_errors(
+        lambda: export(
+            config.ckpt_path,
+            config.out,
+            overwrite=config.overwrite,
+            onnx=config.onnx,
+            trust_remote_code=config.trust_remote_code,
+        )
+    )
+    print(f"ftlit: exported {config.ckpt_path} to {folder}")

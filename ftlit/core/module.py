@@ -1,0 +1,571 @@
+"""What every task model shares: the backbone, optimizer groups, the schedule and self-contained checkpoints."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import math
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType, rank_zero_info
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, get_scheduler
+from typing_extensions import override
+
+from ftlit import backbone, upstream
+from ftlit.checkpoint_io import read_checkpoint, saved_backbone
+from ftlit.classes import find_class
+from ftlit.core import strategies
+from ftlit.core.anatomy import Anatomy, anatomy
+from ftlit.core.attention import build_with_attention
+from ftlit.core.callbacks.rng import RNGState
+from ftlit.core.callbacks.safety import FinalState, GracefulStop
+from ftlit.core.datamodule import TaskDataModule
+from ftlit.errors import ConfigError, TrainingError, config_error_in
+
+SchedulerName = Literal["linear", "cosine", "constant", "polynomial"]
+# transformers' names for our schedules; all of them warm up linearly first.
+_SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup", "polynomial": "polynomial"}
+
+# Devices with torch's fused optimizer kernels (not XLA, for one).
+_FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")
+
+# Set while a model is rebuilt from a checkpoint: the backbone comes from the checkpoint's saved config,
+# never from the Hub or the original folder (which may be gone).
+_SAVED_BACKBONE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("ftlit_saved_backbone", default=None)
+
+
+def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    found = find_class(name, default_module="torch.optim")
+    if found is None or not issubclass(found, torch.optim.Optimizer):
+        raise ConfigError("model.optimizer", f"'{name}' is not a torch optimizer class: e.g. AdamW or torch.optim.SGD")
+    closure = inspect.signature(found.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        # LBFGS re-evaluates the loss several times a step: Lightning's automatic optimization cannot drive it.
+        raise ConfigError("model.optimizer", f"{name} needs a loss closure each step: use AdamW, Adam or SGD")
+    if found is torch.optim.SparseAdam:
+        raise ConfigError("model.optimizer", "SparseAdam takes sparse gradients only, and a transformer's are dense")
+    return found
+
+
+class WeightedMean(MeanMetric):
+    """A weighted mean with no per-batch NaN check: the check reads the value back to the host (a GPU sync every
+    batch), and a NaN loss should show as NaN, not be dropped. torchmetrics' ``nan_strategy="disable"`` would skip
+    the check but also drops the weights (torchmetrics 1.9; see ``ftlit.upstream.OVERRIDDEN``)."""
+
+    @override
+    def _cast_and_nan_check_input(self, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.to(self.dtype), weight.to(self.dtype)
+
+
+def accepted_inputs(model: PreTrainedModel, names: list[str]) -> tuple[str, ...]:
+    """Which of a tokenizer's ``model_input_names`` the model's ``forward`` takes (DistilBERT takes no
+    ``token_type_ids``, whatever its tokenizer makes); all of them when ``forward`` takes ``**kwargs``."""
+    parameters = inspect.signature(type(model).forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return tuple(names)
+    return tuple(name for name in names if name in parameters)
+
+
+# The evaluation stages each Lightning stage runs.
+EVALUATED: dict[str, tuple[Literal["val", "test"], ...]] = {"fit": ("val",), "validate": ("val",), "test": ("test",)}
+
+
+class FineTuneModule(pl.LightningModule, ABC):
+    """Shared base of the task models. A subclass names its ``auto_class`` and ``data_class``, fits the backbone's
+    config to the task (:meth:`configure_backbone`) and supplies :meth:`build_metrics`, :meth:`loss` and
+    :meth:`update_metrics`; the steps, the optimizer and checkpoints are the same for every task.
+
+    A batch holds the backbone's inputs, the targets (``labels``, answer positions) and, under ``meta``, what else
+    the task reads (offsets, ids, texts): :meth:`model_inputs` picks what the backbone takes.
+    """
+
+    auto_class: Any = None  # e.g. transformers.AutoModelForSequenceClassification
+    # The data module class this task trains on (checked by the CLI before anything is built).
+    data_class: type[TaskDataModule] = TaskDataModule
+
+    def __init__(
+        self,
+        backbone: str,
+        label_names: list[str] | None = None,
+        learning_rate: float = 2e-5,
+        weight_decay: float = 0.01,
+        optimizer: str = "AdamW",
+        scheduler: SchedulerName = "linear",
+        warmup_ratio: float = 0.0,
+        warmup_steps: int = 0,
+        head_dropout: float | None = None,
+        freeze_backbone: bool = False,
+        freeze_embeddings: bool = False,
+        freeze_layers: int = 0,
+        layer_lr_decay: float = 1.0,
+        head_lr: float | None = None,
+        reinit_layers: int = 0,
+        reinit_pooler: bool = False,
+        l2sp_alpha: float = 0.0,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        compile: bool = False,
+        trust_remote_code: bool = False,
+    ) -> None:
+        """
+        Args:
+            backbone: Pretrained model: a Hub name (``bert-base-uncased``), a local folder, or
+                ``package:<module>/<folder>`` for a model shipped inside an installed Python package.
+            label_names: Label names in id order; the CLI links them from the data module.
+            learning_rate: Peak learning rate, reached at the end of warmup.
+            weight_decay: Decoupled weight decay; never applied to biases and LayerNorm weights.
+            optimizer: ``torch.optim`` class name or full class path; one with a fused kernel (AdamW, Adam, SGD,
+                Adagrad) runs it, on the CPU and the GPU.
+            scheduler: Learning-rate decay after warmup, stepped every optimizer step.
+            warmup_ratio: Share of all training steps spent warming up linearly from 0.
+            warmup_steps: Warmup length in steps; overrides ``warmup_ratio`` when above 0.
+            head_dropout: Dropout before the task head (default: the backbone's own).
+            freeze_backbone: Train the head only; the backbone's weights stay exactly as pretrained.
+            freeze_embeddings: Keep the embeddings as pretrained.
+            freeze_layers: Keep the bottom N encoder layers as pretrained.
+            layer_lr_decay: Layer-wise learning-rate decay: each layer down from the top gets this factor more
+                (0.9 is typical); 1.0 turns it off.
+            head_lr: Learning rate of the task head (default: ``learning_rate``).
+            reinit_layers: Re-initialise the top N encoder layers before training (few-sample fine-tuning).
+            reinit_pooler: Re-initialise the pooler too.
+            l2sp_alpha: L2-SP strength: adds ``alpha/2 * ||theta - theta_pretrained||^2`` over the backbone.
+            lora_rank: LoRA rank; above 0 trains low-rank adapters (and the head) instead of the backbone.
+                Needs the ``peft`` extra.
+            lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_rank``).
+            lora_dropout: Dropout on the LoRA path.
+            lora_target_modules: Module names that get adapters (default: the attention's query and value
+                projections: ``query`` and ``value``; DistilBERT ``q_lin`` and ``v_lin``; DeBERTa-v2 ``query_proj`` and
+                ``value_proj``; ModernBERT its fused ``Wqkv``).
+            compile: Compile the model's forward with ``torch.compile(dynamic=True)``, so batches of new lengths do
+                not recompile; the first step, which pays for compilation, is reported on its own.
+            trust_remote_code: Let a backbone that ships its own Python code (``auto_map`` in its config) run it.
+                Off by default: such a model is an error until you have checked its source.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if learning_rate <= 0:
+            raise ConfigError("model.learning_rate", f"must be positive, got {learning_rate}")
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ConfigError("model.warmup_ratio", f"must be in [0, 1), got {warmup_ratio}")
+        if warmup_steps < 0:
+            raise ConfigError("model.warmup_steps", f"must be >= 0, got {warmup_steps}")
+        if weight_decay < 0:
+            raise ConfigError("model.weight_decay", f"must be >= 0, got {weight_decay}")
+        if head_lr is not None and not head_lr > 0:
+            raise ConfigError("model.head_lr", f"must be positive, got {head_lr} (null: the learning_rate)")
+        if head_dropout is not None and not 0.0 <= head_dropout < 1.0:
+            raise ConfigError("model.head_dropout", f"must be in [0, 1), got {head_dropout}")
+        _optimizer_class(optimizer)
+        self._check_strategies()
+        self.label_names = label_names
+        self.model: PreTrainedModel = self._build_backbone()
+        # from_pretrained returns eval mode, and Lightning keeps each module's mode: dropout would stay off.
+        self.model.train()
+        self._apply_strategies(pretrained=_SAVED_BACKBONE.get() is None)
+        # Each evaluation stage's metrics ("val", "test"), built by `evaluation_metrics` when first needed.
+        self.metrics = nn.ModuleDict()
+        # Losses averaged over rows, not over per-rank batch means: exact under DDP with uneven shards.
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
+
+    # --- what a task supplies -------------------------------------------------------------------------------
+
+    def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
+        """Adapt the pretrained config to the task; a subclass adds its labels to what the base sets here."""
+        if self.hparams.head_dropout is not None:
+            config.classifier_dropout = self.hparams.head_dropout
+        return config
+
+    def configure_labels(self, config: PretrainedConfig) -> PretrainedConfig:
+        """Give ``config`` the task's label set: ``num_labels``, ``id2label`` and ``label2id``."""
+        if not self.label_names or len(self.label_names) < 2:
+            raise ConfigError("model.label_names", f"need at least 2 labels, got {self.label_names}: check the data")
+        config.num_labels = len(self.label_names)
+        config.id2label = dict(enumerate(self.label_names))
+        config.label2id = {name: i for i, name in enumerate(self.label_names)}
+        return config
+
+    @abstractmethod
+    def build_metrics(self, stage: Literal["val", "test"]) -> MetricCollection:
+        """The task's metrics for an evaluation stage (``test`` may add per-class scores to ``val``'s); logged with
+        a ``val/`` or ``test/`` prefix, computed once per epoch. A metric may compute a dict of scores.
+
+        Updates should not read values back to the host (no per-batch GPU sync): torchmetrics' classification
+        metrics need ``validate_args=False`` for that, which is safe as the data module checked the labels.
+        """
+
+    # --- fine-tuning strategies -----------------------------------------------------------------------------
+
+    def _check_strategies(self) -> None:
+        h = self.hparams
+        if not 0.0 < h.layer_lr_decay <= 1.0:
+            raise ConfigError("model.layer_lr_decay", f"must be in (0, 1], got {h.layer_lr_decay}")
+        for key in ("freeze_layers", "reinit_layers", "lora_rank"):
+            if h[key] < 0:
+                raise ConfigError(f"model.{key}", f"must be >= 0, got {h[key]}")
+        if h.l2sp_alpha < 0:
+            raise ConfigError("model.l2sp_alpha", f"must be >= 0, got {h.l2sp_alpha}")
+        if h.lora_rank and h.l2sp_alpha:
+            raise ConfigError("model.l2sp_alpha", "LoRA freezes the backbone, so L2-SP has nothing to pull: use one")
+        if h.lora_rank and (h.freeze_backbone or h.freeze_embeddings or h.freeze_layers):
+            raise ConfigError("model.lora_rank", "LoRA already freezes the backbone: drop the freeze_* keys")
+        if h.freeze_backbone and h.l2sp_alpha:
+            raise ConfigError("model.l2sp_alpha", "the backbone is frozen, so L2-SP has nothing to pull: use one")
+
+    def _apply_strategies(self, pretrained: bool) -> None:
+        """Re-initialise, freeze, anchor L2-SP and add LoRA, in that order, on the freshly built backbone."""
+        h = self.hparams
+        parts = anatomy(self.model)
+        # Layers that share their weights (ALBERT) have no per-layer strategies: one line, before anything changes.
+        strategies.check_per_layer(parts, h.freeze_layers, h.reinit_layers, h.layer_lr_decay)
+        n = len(parts.layers)
+        for key in ("freeze_layers", "reinit_layers"):
+            if h[key] > n:
+                raise ConfigError(f"model.{key}", f"{h[key]} is more than the model's {n} layers")
+        if h.reinit_pooler and not parts.pooler:
+            raise ConfigError("model.reinit_pooler", f"{type(self.model).__name__} has no pooler: drop the key")
+        if pretrained and (h.reinit_layers or h.reinit_pooler):
+            strategies.reinit_top_layers(self.model, parts, h.reinit_layers, h.reinit_pooler)
+        strategies.freeze(parts, h.freeze_backbone, h.freeze_embeddings, h.freeze_layers)
+        self.l2sp: strategies.L2SP | None = None
+        if h.l2sp_alpha and pretrained:
+            # Re-initialised layers have no pretrained values to stay near.
+            fresh = (
+                {id(p) for m in parts.layers[n - h.reinit_layers :] for p in m.parameters()}
+                if h.reinit_layers
+                else set()
+            )
+            anchored = [p for m in parts.backbone for p in m.parameters() if p.requires_grad and id(p) not in fresh]
+            self.l2sp = strategies.L2SP(anchored, h.l2sp_alpha)
+        if h.lora_rank:
+            self.model = strategies.apply_lora(
+                self.model, parts, h.lora_rank, h.lora_alpha, h.lora_dropout, h.lora_target_modules
+            )
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in self.model.parameters())
+            rank_zero_info(f"LoRA: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+
+    def anatomy(self) -> Anatomy:
+        """Embeddings, layers, other backbone modules and head of the task model."""
+        return anatomy(self.model)
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The task loss of a batch."""
+
+    @abstractmethod
+    def update_metrics(self, logits: torch.Tensor, batch: dict[str, Any], metrics: MetricCollection) -> None:
+        """Feed one evaluation batch to the task's metrics (those of :meth:`build_metrics`)."""
+
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> int | torch.Tensor:
+        """How many terms the batch's mean loss averages (rows by default), so evaluation losses are exact means
+        whatever the batch size or number of ranks."""
+        return batch["input_ids"].shape[0]
+
+    # --- steps ----------------------------------------------------------------------------------------------
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The batch's tensors the backbone takes: its tokenizer's ``model_input_names`` that its ``forward``
+        accepts. Targets (``labels``, answer positions) and the task's ``meta`` never reach it."""
+        return {k: batch[k] for k in self.input_names if k in batch}
+
+    @override
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The backbone's logits for a batch."""
+        return self.model(**self.model_inputs(batch)).logits
+
+    @override
+    def on_fit_start(self) -> None:
+        if self.hparams.l2sp_alpha and self.l2sp is None:
+            raise ConfigError("model.l2sp_alpha", "L2-SP needs the pretrained weights: train with model.backbone")
+
+    @override
+    def configure_model(self) -> None:
+        if self.hparams.compile and not hasattr(self.model.forward, "_torchdynamo_orig_callable"):
+            # Compiling the bound forward keeps parameter names (and so checkpoints) unchanged.
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams.compile and self.global_step == 0 and batch_idx == 0:
+            self._first_step_start = time.perf_counter()
+
+    @override
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.hparams.compile and getattr(self, "_first_step_start", None) is not None:
+            seconds = time.perf_counter() - self._first_step_start
+            self._first_step_start = None
+            rank_zero_info(f"torch.compile: first step took {seconds:.1f} s (compilation included)")
+            self.log("perf/first_step_seconds", seconds, rank_zero_only=True)
+
+    @override
+    def configure_callbacks(self) -> list[Callback]:
+        # Always on, whatever the config says: exact resume, a clean stop on SIGTERM/SIGINT, a saved end.
+        return [RNGState(), GracefulStop(), FinalState()]
+
+    def logged_metrics(self) -> set[str]:
+        """Every metric a fit of this model logs, which ModelCheckpoint and EarlyStopping may monitor."""
+        return {"train/loss", "val/loss", *self.evaluation_metrics("val").keys()}
+
+    def evaluation_metrics(self, stage: Literal["val", "test"]) -> MetricCollection:
+        """The metrics of an evaluation stage, built by :meth:`build_metrics` the first time (at the latest in
+        :meth:`setup`, so they follow the model to its device)."""
+        if stage not in self.metrics:
+            self.metrics[stage] = self.build_metrics(stage).clone(prefix=f"{stage}/")
+        return self.metrics[stage]
+
+    @property
+    def val_metrics(self) -> MetricCollection:
+        return self.evaluation_metrics("val")
+
+    @property
+    def test_metrics(self) -> MetricCollection:
+        return self.evaluation_metrics("test")
+
+    @override
+    def setup(self, stage: str) -> None:
+        for evaluated in EVALUATED.get(stage, ()):
+            self.evaluation_metrics(evaluated)
+
+    @override
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch), batch)
+        # Stop before a non-finite loss reaches the weights (and any checkpoint); every rank must agree.
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
+            raise TrainingError(
+                f"training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
+                "lower model.learning_rate, set trainer.gradient_clip_val, or use 32-true precision; "
+                "the checkpoints written so far are untouched"
+            )
+        n = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        if self.l2sp is not None:
+            penalty = self.l2sp()
+            self.log("train/l2sp", penalty, batch_size=n)
+            loss = loss + penalty
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: Literal["val", "test"], loss: MeanMetric) -> None:
+        logits = self(batch)
+        loss.update(self.loss(logits, batch), weight=self.loss_weight(batch))
+        self.log(f"{stage}/loss", loss)
+        self.update_metrics(logits, batch, self.evaluation_metrics(stage))
+
+    def _log_metrics(self, stage: Literal["val", "test"]) -> None:
+        """Compute the stage's metrics once (one sync) and log every score, then start the next epoch afresh."""
+        metrics = self.evaluation_metrics(stage)
+        # Two sanity-check batches make no number worth computing (QA would score most questions 0 and warn).
+        if not self.trainer.sanity_checking:
+            # Equal on every process already (the states were gathered); sync_dist only averages equal values.
+            self.log_dict(metrics.compute(), prog_bar=stage == "val", sync_dist=True)
+        metrics.reset()
+
+    @override
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_loss)
+
+    @override
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_loss)
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    # --- backbone -------------------------------------------------------------------------------------------
+
+    def _build_backbone(self) -> PreTrainedModel:
+        saved, trusted = _SAVED_BACKBONE.get(), self.hparams.trust_remote_code
+        if saved is not None:
+            self._tokenizer_files, self._code_files = saved["tokenizer"], saved.get("code", {})
+            if not trusted and (self._code_files or "auto_map" in saved["config"]):
+                # Trust is the caller's, given now: the checkpoint's own trust_remote_code is never read.
+                raise ConfigError(
+                    "trust_remote_code",
+                    "the checkpoint's model ships its own Python code, which runs when it is rebuilt: pass "
+                    "trust_remote_code=True (ftlit export --trust_remote_code) only if you trust its source",
+                )
+            with tempfile.TemporaryDirectory() as tmp:
+                backbone.unpack(tmp, saved["config"], saved["tokenizer"], self._code_files)
+                config = AutoConfig.from_pretrained(tmp, trust_remote_code=trusted)
+                # Built inside the folder: a model class from the model's own code is read from there.
+                model = build_with_attention(self.auto_class.from_config, config, trust_remote_code=trusted)
+                tokenizer = backbone.load_tokenizer(tmp, "ckpt_path", trust_remote_code=trusted)
+                self.input_names = accepted_inputs(model, tokenizer.model_input_names)
+                return model
+        source = backbone.resolve(self.hparams.backbone)
+        config = self.configure_backbone(backbone.load_config(source, trust_remote_code=trusted))
+        tokenizer = backbone.load_tokenizer(source, "model.backbone", trust_remote_code=trusted)
+        self._tokenizer_files = backbone.pack_tokenizer(tokenizer)
+        # A backbone fine-tuned before (a 2-label classifier as the start of a 3-label one) keeps its encoder and
+        # gets a new head: said in one line instead of transformers' size-mismatch traceback.
+        model, loading = build_with_attention(
+            self.auto_class.from_pretrained,
+            source,
+            config=config,
+            dtype=torch.float32,
+            trust_remote_code=trusted,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+        )
+        mismatched = loading.get("mismatched_keys") or []
+        if mismatched:
+            names = ", ".join(sorted(str(k[0] if isinstance(k, tuple) else k) for k in mismatched))
+            rank_zero_info(
+                f"ftlit: model.backbone's {names} have another shape than this task needs (another label set): "
+                "new ones are trained"
+            )
+        self._code_files = backbone.pack_code(model, model.config)
+        self.input_names = accepted_inputs(model, tokenizer.model_input_names)
+        return model
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The backbone config and tokenizer (and code, for a model with its own) travel inside every checkpoint,
+        # so it rebuilds with no network and without the original folder.
+        checkpoint["ftlit"] = {"config": self.model.config.to_dict(), "tokenizer": self._tokenizer_files}
+        if self._code_files:
+            checkpoint["ftlit"]["code"] = self._code_files
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("label_names")
+        if saved != self.label_names:
+            raise ConfigError(
+                "data.labels",
+                f"the checkpoint was trained with labels {saved}, the data gives {self.label_names}: "
+                "use the same labels (list them in data.labels)",
+            )
+
+    @override
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: Any = None, trust_remote_code: bool = False, **kwargs: Any
+    ):
+        """Rebuild a model from its checkpoint alone: no Hub access and no original model folder needed. Called on
+        ``FineTuneModule`` itself, it rebuilds the task class the checkpoint names.
+
+        Args:
+            checkpoint_path: An ftlit checkpoint.
+            map_location: Where to load the tensors (as ``torch.load``).
+            trust_remote_code: Let a model that ships its own Python code run it. The checkpoint's saved value is
+                never used: a file cannot grant itself the right to run code.
+            **kwargs: Hyperparameters to override.
+        """
+        ckpt = read_checkpoint(checkpoint_path)
+        if inspect.isabstract(cls):
+            # FineTuneModule.load_from_checkpoint(path): the task class the checkpoint was trained as.
+            name = ckpt.get("hyper_parameters", {}).get("_class_path")
+            found = find_class(name, imported_only=True) if isinstance(name, str) else None
+            if found is None or not issubclass(found, cls) or inspect.isabstract(found):
+                raise ConfigError(
+                    "ckpt_path",
+                    f"'{checkpoint_path}' names no ftlit task model ({name!r}): call load_from_checkpoint on the "
+                    "task's class, e.g. ftlit.tasks.text.SequenceClassifier",
+                )
+            return found.load_from_checkpoint(
+                checkpoint_path, map_location=map_location, trust_remote_code=trust_remote_code, **kwargs
+            )
+        saved = saved_backbone(ckpt)
+        token = _SAVED_BACKBONE.set(saved)
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location=map_location, trust_remote_code=trust_remote_code, **kwargs
+            )
+        except ValueError as err:
+            # jsonargparse wraps errors raised while it rebuilds the model: surface ftlit's own.
+            raise (config_error_in(err) or err) from None
+        finally:
+            _SAVED_BACKBONE.reset(token)
+
+    # --- optimization ---------------------------------------------------------------------------------------
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters grouped by depth (for layer-wise learning rates) and by weight decay.
+
+        Biases and LayerNorm weights get no weight decay. Parameters frozen by a ``freeze_*`` key are left out;
+        parameters a callback thaws later are in from the start, so their groups and schedule are fixed.
+        """
+        parts = self.anatomy()
+        no_decay = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)}
+        return strategies.layerwise_groups(
+            ((n, p) for n, p in self.model.named_parameters() if p.requires_grad),
+            parts.depth_of_parameters(),
+            len(parts.layers),
+            lr=self.hparams.learning_rate,
+            decay=self.hparams.layer_lr_decay,
+            head_lr=self.hparams.head_lr,
+            weight_decay=self.hparams.weight_decay,
+            no_decay=no_decay,
+        )
+
+    @property
+    def _scaled_clip(self) -> bool:
+        """Whether gradients are clipped under a loss scaler (16-mixed): a fused optimizer would unscale them only
+        inside its step, after the clip, so the plain loop is used then."""
+        plugin = self._trainer.precision_plugin if self._trainer is not None else None
+        scaler = getattr(plugin, "scaler", None) if isinstance(plugin, MixedPrecision) else None
+        return scaler is not None and bool(self.trainer.gradient_clip_val)
+
+    @override
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            # bf16 autocast has no loss scaler, so the gradients are already true ones and clipping them is exact;
+            # Lightning refuses any clipping with a fused optimizer under mixed precision, which would make every
+            # bf16 run with the default clip fail at its first step.
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    @override
+    def configure_optimizers(self) -> dict[str, Any]:
+        cls = _optimizer_class(self.hparams.optimizer)
+        kwargs: dict[str, Any] = {"lr": self.hparams.learning_rate}
+        if (
+            "fused" in inspect.signature(cls).parameters
+            and self.device.type in _FUSED_DEVICES
+            and not self._scaled_clip
+        ):
+            # One kernel over all parameters instead of a loop over tensors (MiniLM on a CPU: 8.5 ms a step
+            # against 73 ms); the Trainer's default optimizer is the fused AdamW too.
+            kwargs["fused"] = True
+        optimizer = cls(self.param_groups(), **kwargs)
+        total = int(self.trainer.estimated_stepping_batches)
+        # Estimating builds the train loader before a checkpoint's loop state is restored, and Lightning then
+        # never hands that loader its saved position: a resumed epoch would replay from its first batch.
+        # Dropping it makes the fit loop build it again after the restore, with the position loaded.
+        upstream.drop_train_loader(self.trainer)
+        warmup = self.hparams.warmup_steps or math.ceil(self.hparams.warmup_ratio * total)
+        if self.hparams.warmup_steps > total:
+            raise ConfigError(
+                "model.warmup_steps",
+                f"{self.hparams.warmup_steps} is more than the run's {total} optimizer steps: the learning rate would "
+                "never reach its peak; lower it or use warmup_ratio",
+            )
+        scheduler = get_scheduler(
+            _SCHEDULERS[self.hparams.scheduler], optimizer, num_warmup_steps=warmup, num_training_steps=total
+        )
+        # transformers' schedules are per-step LambdaLRs: without interval="step" they would move once per epoch.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,165 @@
+"""Fine-tuning strategies that change the model or its optimizer: freezing, re-initialisation, L2-SP, LoRA and
+layer-wise learning rates. Each takes the model's ``Anatomy`` so it works across BERT-family architectures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from typing_extensions import override
+
+from ftlit import upstream
+from ftlit.core.anatomy import Anatomy
+from ftlit.errors import ConfigError
+
+# What each per-layer strategy cannot do on layers that share their weights (ALBERT), and what to do instead.
+_PER_LAYER = {
+    "model.freeze_layers": "they cannot be frozen one by one: use model.freeze_backbone or model.freeze_embeddings",
+    "model.reinit_layers": "they cannot be re-initialised one by one: drop the key",
+    "model.layer_lr_decay": "they cannot have a learning rate each: set it to 1.0 (model.head_lr still applies)",
+    "GradualUnfreezing": "they cannot thaw one by one: drop the callback, or use model.freeze_embeddings",
+}
+
+
+def refuse_shared_layers(anatomy: Anatomy, key: str) -> None:
+    """Raise the one-line error for per-layer strategy ``key`` (a key of ``_PER_LAYER``) on shared layers."""
+    if anatomy.shared:
+        raise ConfigError(
+            key, f"{anatomy.name}'s {len(anatomy.layers)} layers share one set of weights, so {_PER_LAYER[key]}"
+        )
+
+
+def check_per_layer(
+    anatomy: Anatomy, freeze_layers: int = 0, reinit_layers: int = 0, layer_lr_decay: float = 1.0
+) -> None:
+    """Refuse per-layer strategies on a model whose layers share their weights, before anything is built on it."""
+    for key, used in (
+        ("model.freeze_layers", freeze_layers > 0),
+        ("model.reinit_layers", reinit_layers > 0),
+        ("model.layer_lr_decay", layer_lr_decay != 1.0),
+    ):
+        if used:
+            refuse_shared_layers(anatomy, key)
+
+
+def freeze(anatomy: Anatomy, backbone: bool = False, embeddings: bool = False, layers: int = 0) -> None:
+    """Stop gradients to the whole backbone, to the embeddings, and/or to the bottom ``layers`` layers."""
+    check_per_layer(anatomy, freeze_layers=layers)
+    parts = anatomy.backbone if backbone else ([anatomy.embeddings] if embeddings else []) + anatomy.layers[:layers]
+    for module in parts:
+        module.requires_grad_(False)
+
+
+def reinit_top_layers(model: PreTrainedModel, anatomy: Anatomy, layers: int, pooler: bool = False) -> None:
+    """Re-initialise the top ``layers`` layers (and the pooler) with the model's own initialiser.
+
+    Zhang et al. 2021, "Revisiting Few-sample BERT Fine-tuning": the top layers are the most pretraining-specific,
+    and fresh ones fine-tune better on small data.
+    """
+    check_per_layer(anatomy, reinit_layers=layers)
+    if pooler and not anatomy.pooler:
+        # Only the pooler: DeBERTa's relative position embeddings or ELECTRA's projection are pretrained weights.
+        raise ConfigError("model.reinit_pooler", f"{type(model).__name__} has no pooler: drop the key")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    modules = anatomy.layers[len(anatomy.layers) - layers :] + (anatomy.pooler if pooler else [])
+    for part in modules:
+        upstream.reinitialize(base, part)
+
+
+class L2SP(nn.Module):
+    """L2-SP (Li et al. 2018): ``alpha/2 * ||theta - theta*||^2`` toward the pretrained weights ``theta*``.
+
+    The anchors are non-persistent buffers: they follow the model to its device but never enter a checkpoint.
+    A resumed run rebuilds the model from the pretrained weights first, so the anchors are again ``theta*``.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], alpha: float) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.params = list(params)
+        for i, p in enumerate(self.params):
+            self.register_buffer(f"anchor_{i}", p.detach().clone(), persistent=False)
+
+    @override
+    def forward(self) -> torch.Tensor:
+        anchors = [getattr(self, f"anchor_{i}") for i in range(len(self.params))]
+        total = sum(((p - a) ** 2).sum() for p, a in zip(self.params, anchors, strict=True))
+        return 0.5 * self.alpha * total
+
+
+# LoRA's default targets, the attention's query and value projections, where they are not named query and value.
+LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"], "deberta-v2": ["query_proj", "value_proj"], "modernbert": ["Wqkv"]}
+
+
+def lora_targets(model: PreTrainedModel) -> list[str]:
+    """The modules LoRA adapts by default: the query and value projections (ModernBERT: its fused ``Wqkv``)."""
+    return LORA_TARGETS.get(model.config.model_type, ["query", "value"])
+
+
+def apply_lora(
+    model: PreTrainedModel,
+    anatomy: Anatomy,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    targets: list[str] | None = None,
+) -> nn.Module:
+    """Wrap ``model`` with LoRA adapters (peft) on ``targets`` (default: ``lora_targets``); only the adapters and
+    the task head stay trainable."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("model.lora_rank", "LoRA needs peft: pip install 'ftlit[peft]'") from None
+    default = lora_targets(model)
+    targets = targets or default
+    linear = {
+        n.rsplit(".", 1)[-1] for m in anatomy.layers for n, sub in m.named_modules() if isinstance(sub, nn.Linear)
+    }
+    if not linear & set(targets):
+        raise ConfigError(
+            "model.lora_target_modules",
+            f"{anatomy.name}'s layers have no linear module named {' or '.join(targets)}: "
+            f"use {default}, or others of {sorted(linear)}",
+        )
+    # The head must be listed, or peft neither trains nor saves it (peft #310, #577).
+    head = [name for name, m in model.named_children() if any(m is h for h in anatomy.head)]
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=head)
+    return get_peft_model(model, config)
+
+
+def layerwise_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    parts: dict[int, str],
+    n_layers: int,
+    lr: float,
+    decay: float,
+    head_lr: float | None,
+    weight_decay: float,
+    no_decay: set[int],
+) -> list[dict[str, Any]]:
+    """Parameter groups per part (``embeddings``, ``layer.<i>``, ``top``, ``head``), weight decay and not.
+
+    Layer-wise learning-rate decay: ``lr * decay ** (distance from the top)``; the top layer and the backbone's
+    other top modules (pooler) get ``lr``, the embeddings ``lr * decay ** n_layers``, the head ``head_lr``.
+    Layers that share their weights (one part, ``layers``) cannot decay: ``decay`` must be 1 for them.
+    """
+    if decay != 1.0 and "layers" in parts.values():
+        raise ConfigError(
+            "model.layer_lr_decay",
+            f"the {n_layers} layers share one set of weights, so {_PER_LAYER['model.layer_lr_decay']}",
+        )
+    factors = {"embeddings": decay**n_layers, "top": 1.0, "layers": 1.0}
+    factors.update({f"layer.{i}": decay ** (n_layers - 1 - i) for i in range(n_layers)})
+    groups: dict[str, dict[str, Any]] = {}
+    for name, p in named_params:
+        part = parts.get(id(p), "head")
+        plain = name.endswith("bias") or id(p) in no_decay
+        key = f"{part}/no_decay" if plain else part
+        if key not in groups:
+            group_lr = (head_lr or lr) if part == "head" else lr * factors[part]
+            groups[key] = {"name": key, "params": [], "lr": group_lr, "weight_decay": 0.0 if plain else weight_decay}
+        groups[key]["params"].append(p)
+    return list(groups.values())
