@@ -225,7 +225,11 @@ def default_loggers(root: str) -> list[Namespace]:
 
 
 # Commands beyond Lightning's own: name -> module with a ``main(argv)`` (imported only when that command runs).
-COMMANDS = {"export": "ftlit.commands.export", "plot": "ftlit.commands.plot"}
+COMMANDS = {
+    "export": "ftlit.commands.export",
+    "plot": "ftlit.commands.plot",
+    "report": "ftlit.commands.report",
+}
 
 
 def main(args: list[str] | None = None) -> None:

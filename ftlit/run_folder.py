@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_info
-
 from ftlit.errors import ConfigError
 
 try:  # POSIX; elsewhere the lock is skipped (the checkpoint check still holds)
@@ -111,7 +109,7 @@ def clean_stray_files(dirpath: str | os.PathLike) -> None:
         return
     for stray in sorted(folder.glob(".*.ckpt.tmp*")):
         stray.unlink(missing_ok=True)
-        rank_zero_info(f"ftlit: removed {stray}, left by a run killed while saving a checkpoint")
+        _info(f"ftlit: removed {stray}, left by a run killed while saving a checkpoint")
 
 
 def delete_checkpoints(dirpath: str | os.PathLike) -> None:
@@ -120,4 +118,11 @@ def delete_checkpoints(dirpath: str | os.PathLike) -> None:
     for path in found:
         path.unlink()
     if found:
-        rank_zero_info(f"ftlit: --overwrite: deleted {len(found)} checkpoint(s) of the previous run in {dirpath}")
+        _info(f"ftlit: --overwrite: deleted {len(found)} checkpoint(s) of the previous run in {dirpath}")
+
+
+def _info(message: str) -> None:
+    # Imported here: `ftlit plot` and `ftlit report` use this module and need not load Lightning to start.
+    from lightning.pytorch.utilities import rank_zero_info
+
+    rank_zero_info(message)

@@ -127,3 +127,15 @@ def test_the_override_rule_catches_a_bare_hook():
         def on_train_start(self, trainer, pl_module) -> None: ...
 
     assert unmarked_overrides(Bare) == ["on_train_start"]
+
+
+def test_test_modules_import_no_other_test_module():
+    # Shared helpers live in conftest.py and tests/helpers/: a test module imported by another runs its tests twice
+    # and ties the two together.
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not offenders, offenders

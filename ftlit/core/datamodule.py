@@ -28,7 +28,7 @@ from ftlit.core import sources
 from ftlit.core.samplers import LengthGroupedSampler
 from ftlit.errors import ConfigError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # Beside each cache entry, written last: every file's size and sha256 and each split's row count. An entry without
 # one (an older ftlit's, or one whose writer died) is rebuilt like a damaged one.
 MANIFEST = "ftlit-manifest.json"
@@ -393,6 +393,23 @@ class TaskDataModule(pl.LightningDataModule, ABC):
             parts = splits["train"].train_test_split(test_size=self.val_fraction, seed=self.seed)
             splits["train"], splits["validation"] = parts["train"], parts["test"]
         return splits
+
+    def describe_split(self, split: str) -> dict[str, Any]:
+        """Where a split's rows came from, for the record: a local file, a Hub dataset's split, or carved from
+        train; and how many rows it has."""
+        if self.dataset is not None:
+            source: dict[str, Any] = {
+                "dataset": self.dataset,
+                "config": self.dataset_config,
+                "split": (self.hub_splits or {}).get(split, split),
+            }
+        elif self.files.get(split):
+            source = {"file": str(Path(self.files[split]).expanduser().resolve())}
+        else:
+            source = {"carved_from": "train", "fraction": self.val_fraction, "seed": self.seed}
+        if split in self.raw:
+            source["rows"] = len(self.raw[split])
+        return source
 
     def validate(self) -> None:
         """Check every split before any work is done: empty splits, missing columns, unknown labels."""

@@ -17,19 +17,20 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType, rank_zero_info
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, get_scheduler
 from typing_extensions import override
 
 from ftlit import backbone, upstream
 from ftlit.checkpoint_io import read_checkpoint, saved_backbone
-from ftlit.classes import find_class
+from ftlit.classes import class_path, find_class
 from ftlit.core import strategies
 from ftlit.core.anatomy import Anatomy, anatomy
 from ftlit.core.attention import build_with_attention
 from ftlit.core.callbacks.rng import RNGState
 from ftlit.core.callbacks.safety import FinalState, GracefulStop
 from ftlit.core.datamodule import TaskDataModule
+from ftlit.core.results import DIRECTIONS, write_json, write_results
 from ftlit.errors import ConfigError, TrainingError, config_error_in
 
 SchedulerName = Literal["linear", "cosine", "constant", "polynomial"]
@@ -174,8 +175,10 @@ class FineTuneModule(pl.LightningModule, ABC):
         # from_pretrained returns eval mode, and Lightning keeps each module's mode: dropout would stay off.
         self.model.train()
         self._apply_strategies(pretrained=_SAVED_BACKBONE.get() is None)
-        # Each evaluation stage's metrics ("val", "test"), built by `evaluation_metrics` when first needed.
+        # Each evaluation stage's metrics ("val", "test"), built by `evaluation_metrics` when first needed, and the
+        # test's details (confusion matrix, curves) for test-results.json.
         self.metrics = nn.ModuleDict()
+        self.details: MetricCollection | None = None
         # Losses averaged over rows, not over per-rank batch means: exact under DDP with uneven shards.
         self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
 
@@ -260,6 +263,15 @@ class FineTuneModule(pl.LightningModule, ABC):
         """Embeddings, layers, other backbone modules and head of the task model."""
         return anatomy(self.model)
 
+    def build_test_details(self) -> dict[str, Metric]:
+        """What ``test`` records beyond single scores (confusion matrix, curves), updated like the metrics and
+        written to ``test-results.json`` through :meth:`describe_test_details`; none by default."""
+        return {}
+
+    def describe_test_details(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The computed test details (name -> the metric's ``compute()``) as plain data for the results file."""
+        return {}
+
     @abstractmethod
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """The task loss of a batch."""
@@ -289,6 +301,7 @@ class FineTuneModule(pl.LightningModule, ABC):
     def on_fit_start(self) -> None:
         if self.hparams.l2sp_alpha and self.l2sp is None:
             raise ConfigError("model.l2sp_alpha", "L2-SP needs the pretrained weights: train with model.backbone")
+        self._directions_written = False
 
     @override
     def configure_model(self) -> None:
@@ -361,15 +374,74 @@ class FineTuneModule(pl.LightningModule, ABC):
         loss.update(self.loss(logits, batch), weight=self.loss_weight(batch))
         self.log(f"{stage}/loss", loss)
         self.update_metrics(logits, batch, self.evaluation_metrics(stage))
+        if stage == "test" and self.test_details() is not None:
+            self.update_metrics(logits, batch, self.test_details())
 
-    def _log_metrics(self, stage: Literal["val", "test"]) -> None:
+    def test_details(self) -> MetricCollection | None:
+        """The test's details (:meth:`build_test_details`), built the first time; ``None`` for a task without."""
+        if self.details is None:
+            built = self.build_test_details()
+            # No compute groups: each detail is computed on its own, with its own states.
+            self.details = MetricCollection(built, compute_groups=False) if built else None
+        return self.details
+
+    def _compute_metrics(self, stage: Literal["val", "test"]) -> tuple[dict[str, torch.Tensor], dict[str, bool | None]]:
+        """Every score of the stage (a metric computing a dict gives one score per key, as MetricCollection names
+        them), and whether higher is better for each: torchmetrics' ``higher_is_better`` of the metric that computes
+        it (a wrapper's, of what it wraps), ``None`` where a metric does not say."""
+        values: dict[str, torch.Tensor] = {}
+        directions: dict[str, bool | None] = {f"{stage}/loss": False}
+        for name, metric in self.evaluation_metrics(stage).items(keep_base=True, copy_state=False):
+            better = getattr(metric, "higher_is_better", None)
+            if better is None:
+                better = getattr(getattr(metric, "metric", None), "higher_is_better", None)
+            out = metric.compute()
+            for key, value in out.items() if isinstance(out, dict) else [(name, out)]:
+                values[f"{stage}/{key}"], directions[f"{stage}/{key}"] = value, better
+        return values, directions
+
+    def _log_metrics(self, stage: Literal["val", "test"]) -> tuple[dict[str, torch.Tensor], dict[str, bool | None]]:
         """Compute the stage's metrics once (one sync) and log every score, then start the next epoch afresh."""
-        metrics = self.evaluation_metrics(stage)
+        values: dict[str, torch.Tensor] = {}
+        directions: dict[str, bool | None] = {}
         # Two sanity-check batches make no number worth computing (QA would score most questions 0 and warn).
         if not self.trainer.sanity_checking:
+            values, directions = self._compute_metrics(stage)
             # Equal on every process already (the states were gathered); sync_dist only averages equal values.
-            self.log_dict(metrics.compute(), prog_bar=stage == "val", sync_dist=True)
-        metrics.reset()
+            self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
+        self.evaluation_metrics(stage).reset()
+        return values, directions
+
+    def _write_directions(self, directions: dict[str, bool | None]) -> None:
+        """``metric-directions.json`` in the run folder, once per fit: which way each logged metric is better, for
+        ``ftlit plot`` and ``ftlit report`` (not guessed from its name)."""
+        if getattr(self, "_directions_written", True) or not directions:
+            return
+        self._directions_written = True
+        if self.trainer.is_global_zero:
+            known = {"train/loss": False, "train/l2sp": False, **directions}
+            write_json(Path(self.trainer.default_root_dir) / DIRECTIONS, known)
+
+    def _write_test_results(self, values: dict[str, torch.Tensor], directions: dict[str, bool | None]) -> None:
+        """``test-results.json`` in the run folder: every test score, the details, and what was tested on what."""
+        details = self.test_details()
+        computed = {}
+        if details is not None:
+            computed = {name: metric.compute() for name, metric in details.items(keep_base=True, copy_state=False)}
+            details.reset()
+        datamodule = self.trainer.datamodule
+        scores = {"test/loss": self.test_loss.compute(), **values}
+        results = {
+            "task": class_path(type(self)),
+            "ckpt_path": self.trainer.ckpt_path,
+            "data": datamodule.describe_split("test") if isinstance(datamodule, TaskDataModule) else None,
+            "labels": self.label_names,
+            "metrics": {k: float(v) for k, v in scores.items()},
+            "higher_is_better": {k: directions.get(k) for k in scores},
+            **self.describe_test_details(computed),
+        }
+        if self.trainer.is_global_zero:
+            write_results(self.trainer.default_root_dir, results)
 
     @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -381,11 +453,13 @@ class FineTuneModule(pl.LightningModule, ABC):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        values, directions = self._log_metrics("val")
+        if self.trainer.state.fn == "fit":
+            self._write_directions(directions)
 
     @override
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
+        self._write_test_results(*self._log_metrics("test"))
 
     # --- backbone -------------------------------------------------------------------------------------------
 

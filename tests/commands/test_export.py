@@ -259,8 +259,8 @@ def test_question_answering_export_gives_ftlit_predict_s_answers(tiny_bert, tmp_
     transformers 5 removed the ``question-answering`` pipeline, so the folder is run as ``run_qa.py`` runs a model:
     the same windows (max length 32, stride 8), ``AutoModelForQuestionAnswering``, the best span over all windows.
     """
-    from test_qa import fit_args as qa_fit_args
-    from test_qa import toy_qa_rows
+    from helpers.qa import fit_args as qa_fit_args
+    from helpers.qa import toy_qa_rows
 
     from ftlit.tasks.qa.answers import best_spans
 
@@ -349,8 +349,8 @@ def test_ner_export_runs_in_the_token_classification_pipeline_with_ftlit_predict
     tags (first sub-token of each whitespace word, from ``aggregation_strategy="none"``) still match there. The
     pipeline knows no IOBES (``E-``/``S-`` tags), which ftlit reads as seqeval does; these tags are IOB2 only.
     """
-    from test_ner import fit_args as ner_fit_args
-    from test_ner import toy_ner_rows, write_conll
+    from helpers.ner import fit_args as ner_fit_args
+    from helpers.ner import toy_ner_rows, write_conll
 
     from ftlit.tasks.ner.data import word_spans
     from ftlit.tasks.ner.model import TokenClassifier

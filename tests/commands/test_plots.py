@@ -14,6 +14,7 @@ from conftest import cli_args, column, read_metrics
 from ftlit import cli
 from ftlit.cli import FtlitCLI
 from ftlit.commands.plot import find_versions, main, merge, metric_mode, plot, series, smooth
+from ftlit.core.results import DIRECTIONS, RESULTS
 
 pytest.importorskip("matplotlib")  # the `plots` extra
 
@@ -184,6 +185,38 @@ def test_a_version_folder_or_the_csv_folder_can_be_given_as_the_run(resumed_run,
 )
 def test_which_way_is_better(name, mode):
     assert metric_mode(name) == mode
+
+
+def test_the_run_s_own_directions_win_over_the_name():
+    assert metric_mode("val/brier", {"val/brier": False}) == "min"  # no rule knows the name
+    assert metric_mode("val/acc", {"val/acc": False}) == "min"  # the run says so, whatever the name suggests
+    assert metric_mode("val/acc", {"test/acc": False}) == "min"  # test/acc in test-results.json tells val/acc
+    assert metric_mode("val/acc", {"val/acc": None}) is None  # the run does not know: no best, no guess
+    assert metric_mode("val/acc", {"val/brier": True}) == "max"  # a metric the run does not list: the name decides
+    assert metric_mode("val/acc", None) == "max"
+
+
+def test_a_run_s_metric_directions_choose_the_best_point(resumed_run, tmp_path, capsys):
+    # Contrived, to tell the sources apart: this run says lower val/acc is better.
+    (resumed_run / DIRECTIONS).write_text(json.dumps({"val/acc": False, "val/loss": False, "val/f1": None}))
+    summary = load_summary(plot(str(resumed_run), str(tmp_path / "a")))
+    acc = summary["val"]["val/acc"]
+    assert (acc["mode"], acc["best"], acc["step"]) == ("min", 0.70, 9)
+    assert (summary["val"]["val/f1"]["mode"], summary["val"]["val/f1"]["best"]) == (None, None)
+    # Given a version folder, the directions are still the run's.
+    summary = load_summary(plot(str(resumed_run / "csv" / "version_0"), str(tmp_path / "b")))
+    assert summary["val"]["val/acc"]["mode"] == "min"
+
+    # Without metric-directions.json, test-results.json's higher_is_better speaks for the same metric.
+    (resumed_run / DIRECTIONS).unlink()
+    results = {"format": 1, "metrics": TEST, "higher_is_better": {"test/acc": False, "test/loss": False}}
+    (resumed_run / RESULTS).write_text(json.dumps(results))
+    summary = load_summary(plot(str(resumed_run), str(tmp_path / "c")))
+    assert summary["val"]["val/acc"]["mode"] == "min" and summary["val"]["val/f1"]["mode"] == "max"
+
+    (resumed_run / DIRECTIONS).write_text("{not json")
+    err = plot_error(["--run", str(resumed_run), "--out", str(tmp_path / "d")], capsys)
+    assert err.startswith(f"ftlit: error: run: '{resumed_run / DIRECTIONS}' is not valid JSON (")
 
 
 def test_ties_go_to_the_earliest_step_and_non_finite_values_are_never_best(tmp_path):

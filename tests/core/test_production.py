@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers.runs import ftlit, last_metrics
 
-from conftest import cli_args, toy_rows, write_jsonl
+from conftest import cli_args, read_metrics, toy_rows, write_jsonl
 from ftlit.checkpoint_io import AtomicCheckpointIO
 from ftlit.errors import ConfigError
 
@@ -26,6 +26,22 @@ def odd_data(toy_data, tmp_path) -> dict[str, str]:
     }
 
 
+def assert_close(a, b, where: str) -> None:
+    """``a`` equals ``b``, nested lists and dicts alike, numbers to 1e-6."""
+    if isinstance(b, dict):
+        assert isinstance(a, dict) and a.keys() == b.keys(), where
+        for k in b:
+            assert_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(b, list):
+        assert isinstance(a, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(b, float):
+        assert a == pytest.approx(b, abs=1e-6), where
+    else:
+        assert a == b, where
+
+
 def test_ddp_metrics_and_predictions_equal_a_single_process(tiny_bert, odd_data, tmp_path):
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2"]
     train = tmp_path / "train"
@@ -36,8 +52,22 @@ def test_ddp_metrics_and_predictions_equal_a_single_process(tiny_bert, odd_data,
     one, two = tmp_path / "one", tmp_path / "two"
     ftlit("validate", *cli_args(tiny_bert, odd_data, one), f"--ckpt_path={ckpt}")
     ftlit("validate", *cli_args(tiny_bert, odd_data, two, *ddp), f"--ckpt_path={ckpt}")
-    for key in ("val/acc", "val/f1", "val/mcc", "val/loss"):
+    logged = {k for row in read_metrics(one) for k, v in row.items() if k.startswith("val/") and v}
+    assert {"val/acc", "val/f1", "val/f1_micro", "val/mcc", "val/auroc", "val/ap", "val/loss"} <= logged
+    for key in sorted(logged):
         assert last_metrics(two, key) == pytest.approx(last_metrics(one, key), abs=1e-6), key
+
+    # `ftlit test` on the 41 rows: every score and the details in test-results.json equal a single process's.
+    test = {**odd_data, "test_file": odd_data["validation_file"]}
+    ftlit("test", *cli_args(tiny_bert, test, one), f"--ckpt_path={ckpt}")
+    ftlit("test", *cli_args(tiny_bert, test, two, *ddp), f"--ckpt_path={ckpt}")
+    single, multi = (json.loads((root / "test-results.json").read_text()) for root in (one, two))
+    assert single["data"]["rows"] == multi["data"]["rows"] == 41 and sum(map(sum, multi["confusion_matrix"])) == 41
+    assert {"test/ece", "test/f1_weighted", "test/f1_neg", "test/recall_pos"} <= set(multi["metrics"])
+    for key, value in single["metrics"].items():
+        assert multi["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    for key in ("confusion_matrix", "per_class", "roc", "pr", "calibration"):
+        assert_close(multi[key], single[key], key)
 
     ftlit("predict", *cli_args(tiny_bert, odd_data, one), f"--ckpt_path={ckpt}")
     ftlit("predict", *cli_args(tiny_bert, odd_data, two, *ddp), f"--ckpt_path={ckpt}")

@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from conftest import FILLER, NEGATIVE, POSITIVE
+from conftest import FILLER, NEGATIVE, POSITIVE, cli_args
 
 # The toy task: the answer is the context's one sentiment word, with the "very" before it when there is one. Every
 # word of the tiny vocabulary is one token, except "goods" (good ##s) and "badly" (bad ##ly).
@@ -44,3 +44,20 @@ def write_squad(path: Path, rows: list[dict], version: str = "1.1") -> Path:
         paragraphs.append({"context": r["context"], "qas": [qa]})
     path.write_text(json.dumps({"version": version, "data": [{"title": "toy", "paragraphs": paragraphs}]}))
     return path
+
+
+DEFAULTS = (
+    "--trainer.max_epochs=4",
+    "--model.scheduler=constant",
+    "--data.batch_size=16",
+    "--data.max_length=32",
+    "--data.doc_stride=8",
+)
+
+
+TASK = ("ftlit.tasks.qa.QuestionAnswering", "ftlit.tasks.qa.QuestionAnsweringDataModule")
+
+
+def fit_args(tiny_bert: str, root: Path, data: dict[str, str], *extra: str) -> list[str]:
+    """An `ftlit fit` command line for the tiny model on QA data."""
+    return cli_args(tiny_bert, data, root, *extra, task=TASK, defaults=DEFAULTS)

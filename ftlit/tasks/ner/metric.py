@@ -9,6 +9,8 @@ after a distributed sync equal those over the whole data set.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -211,3 +213,51 @@ def _scores(tp: Tensor, fp: Tensor, fn: Tensor, suffix: str) -> dict[str, Tensor
         f"recall{suffix}": recall.float(),
         f"f1{suffix}": f1.float(),
     }
+
+
+class EntityConfusion(Metric):
+    """Which entity types are taken for which: a ``[types + 1, types + 1]`` count matrix, rows gold, columns
+    predicted, the last row and column "no entity".
+
+    An entity found with the right span counts on its (gold type, predicted type) cell, so the diagonal holds the
+    exact matches and the off-diagonal cells the confused types; a gold entity with no predicted entity on its span
+    counts in the "no entity" column (missed), a predicted one with no gold entity on its span in the "no entity"
+    row (spurious). Summed over processes, as :class:`SpanF1`'s counts.
+    """
+
+    full_state_update = False
+    counts: Tensor
+
+    def __init__(self, label_names: list[str], **kwargs: Any) -> None:
+        """
+        Args:
+            label_names: Tag string of each tag id (``O``, ``B-PER``, ...).
+            **kwargs: Passed to :class:`torchmetrics.Metric`.
+        """
+        super().__init__(**kwargs)
+        self.label_names = list(label_names)
+        self.types = SpanF1(self.label_names).types
+        n = len(self.types) + 1
+        self.add_state("counts", default=torch.zeros(n, n, dtype=torch.long), dist_reduce_fx="sum")
+
+    @override
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Count a batch: predicted and gold tag ids ``[batch, seq_len]``, -100 where nothing is scored."""
+        index = {type_: i for i, type_ in enumerate(self.types)}
+        none = len(self.types)
+        counts = torch.zeros_like(self.counts, device="cpu")
+        names = self.label_names
+        for pred_row, gold_row in zip(preds.tolist(), target.tolist(), strict=True):
+            kept = [(p, g) for p, g in zip(pred_row, gold_row, strict=True) if g != IGNORE_INDEX]
+            pred = {(s, e): t for t, s, e in extract_entities([names[p] for p, _ in kept])}
+            gold = {(s, e): t for t, s, e in extract_entities([names[g] for _, g in kept])}
+            for span, type_ in gold.items():
+                counts[index[type_], index[pred[span]] if span in pred else none] += 1
+            for span, type_ in pred.items():
+                if span not in gold:
+                    counts[none, index[type_]] += 1
+        self.counts += counts.to(self.counts.device)
+
+    @override
+    def compute(self) -> Tensor:
+        return self.counts

@@ -11,15 +11,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from transformers import AutoModelForTokenClassification, PretrainedConfig
 from typing_extensions import override
 
 from ftlit.core.datamodule import META
 from ftlit.core.module import FineTuneModule
+from ftlit.core.results import score_table
 from ftlit.errors import ConfigError
 from ftlit.tasks.ner.data import TEXT, WORD_IDS, WORD_SPANS, TokenClassificationDataModule
-from ftlit.tasks.ner.metric import IGNORE_INDEX, SpanF1, extract_entities
+from ftlit.tasks.ner.metric import IGNORE_INDEX, EntityConfusion, SpanF1, extract_entities
 
 # SpanF1's micro scores; per entity type they are suffixed, e.g. ``f1_PER``.
 _MICRO = ("precision", "recall", "f1")
@@ -100,6 +101,29 @@ class TokenClassifier(FineTuneModule):
 
     def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
         metrics.update(logits.argmax(-1), batch["labels"])
+
+    @override
+    def build_test_details(self) -> dict[str, Metric]:
+        return {"entities": EntityConfusion(self.label_names)}
+
+    @override
+    def describe_test_details(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``entity_confusion`` (types, and counts with rows gold and columns predicted, "no entity" last) and
+        ``per_type`` (each type's entity precision, recall, F1 and support: SpanF1's numbers)."""
+        counts = values["entities"]
+        types = list(EntityConfusion(self.label_names).types)
+        exact = counts.diag()[:-1].tolist()
+        gold, predicted = counts.sum(1)[:-1].tolist(), counts.sum(0)[:-1].tolist()
+        return {
+            "entity_confusion": {"types": types, "counts": counts.tolist()},
+            "per_type": score_table(
+                types,
+                exact,
+                [p - t for p, t in zip(predicted, exact, strict=True)],
+                [g - t for g, t in zip(gold, exact, strict=True)],
+                "type",
+            ),
+        }
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

@@ -10,14 +10,33 @@ from typing import Any, Literal
 import datasets
 import torch
 import torch.nn.functional as F
-from torchmetrics import Accuracy, F1Score, MatthewsCorrCoef, MetricCollection
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassAveragePrecision,
+    MulticlassCalibrationError,
+    MulticlassF1Score,
+    MulticlassMatthewsCorrCoef,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+from torchmetrics.wrappers import ClasswiseWrapper
 from transformers import AutoModelForSequenceClassification, PretrainedConfig
 from typing_extensions import override
 
+from ftlit.core.datamodule import META
 from ftlit.core.labels import column_error, label_set, sort_names, unknown_labels, warn_near_duplicates
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError
-from ftlit.tasks.text.data import TargetEncoder, TextDataModule, label_text
+from ftlit.tasks.text.data import ROW, TargetEncoder, TextDataModule, label_text
+from ftlit.tasks.text.evaluation import (
+    CALIBRATION_BINS,
+    Mistakes,
+    classification_details,
+    describe_classification,
+    mistakes,
+)
 
 
 class ClassificationDataModule(TextDataModule):
@@ -134,13 +153,48 @@ class SequenceClassifier(FineTuneModule):
         return self.model.config.num_labels
 
     def build_metrics(self, stage: Literal["val", "test"]) -> MetricCollection:
-        """Accuracy and macro F1, and MCC for two labels."""
-        n = self.model.config.num_labels
-        common = {"task": "multiclass", "num_classes": n, "validate_args": False}
-        metrics: dict[str, Any] = {"acc": Accuracy(**common), "f1": F1Score(average="macro", **common)}
-        if n == 2:
-            metrics["mcc"] = MatthewsCorrCoef(**common)
+        """Accuracy; precision, recall and F1, macro (``f1``, ``precision``, ``recall``) and micro (``*_micro``); MCC;
+        AUROC and average precision (one-vs-rest, macro: the binary ones for two labels). Test adds the weighted
+        averages (``*_weighted``), the expected calibration error (``ece``) and every label's precision, recall and
+        F1 (``f1_<label>``, ...)."""
+        n, names = self.num_labels, [str(name) for name in self.model.config.id2label.values()]
+        common = {"num_classes": n, "validate_args": False}
+        averages = ("macro", "micro", "weighted") if stage == "test" else ("macro", "micro")
+        metrics: dict[str, Any] = {
+            "acc": MulticlassAccuracy(average="micro", **common),
+            "mcc": MulticlassMatthewsCorrCoef(**common),
+            "auroc": MulticlassAUROC(average="macro", **common),
+            "ap": MulticlassAveragePrecision(average="macro", **common),
+        }
+        for average in averages:
+            suffix = "" if average == "macro" else f"_{average}"
+            metrics |= {
+                f"precision{suffix}": MulticlassPrecision(average=average, **common),
+                f"recall{suffix}": MulticlassRecall(average=average, **common),
+                f"f1{suffix}": MulticlassF1Score(average=average, **common),
+            }
+        if stage == "test":
+            metrics["ece"] = MulticlassCalibrationError(n_bins=CALIBRATION_BINS, **common)
+            for score, cls in (
+                ("precision", MulticlassPrecision),
+                ("recall", MulticlassRecall),
+                ("f1", MulticlassF1Score),
+            ):
+                metrics[f"{score}_per_label"] = ClasswiseWrapper(cls(average=None, **common), names, prefix=f"{score}_")
         return MetricCollection(metrics)
+
+    @override
+    def build_test_details(self) -> dict[str, Metric]:
+        return {**classification_details(self.num_labels), "mistakes": Mistakes()}
+
+    @override
+    def describe_test_details(self, values: dict[str, Any]) -> dict[str, Any]:
+        labels = [str(n) for n in self.model.config.id2label.values()]
+        described = describe_classification(labels, values)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if isinstance(datamodule, TextDataModule) and "test" in datamodule.raw:
+            described["mistakes"] = mistakes(labels, values["mistakes"], datamodule.row_text("test"))
+        return described
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
         config = self.configure_labels(super().configure_backbone(config))
@@ -166,7 +220,10 @@ class SequenceClassifier(FineTuneModule):
         )
 
     def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
-        metrics.update(logits.argmax(-1), batch["labels"])
+        # Probabilities, not the argmax: AUROC, average precision and calibration need them. Test rows' indices go to
+        # the metrics that take them (the mistakes; torchmetrics passes each metric only what its update accepts).
+        rows = batch.get(META, {}).get(ROW)
+        metrics.update(logits.float().softmax(-1), batch["labels"], **({"rows": rows} if rows is not None else {}))
 
     @override
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:

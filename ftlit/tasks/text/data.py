@@ -15,10 +15,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import DataCollatorWithPadding
 
-from ftlit.core.datamodule import TaskDataModule, blank_rows, check_texts, is_text
+from ftlit.core.datamodule import META, TaskDataModule, blank_rows, check_texts, is_text
 from ftlit.core.labels import column_error
 from ftlit.errors import ConfigError
 
+# A test row's index in its split (under ``batch[META]``), for naming the inputs a test got wrong.
+ROW = "row"
 # Turns a batch of raw rows (``{column: values}``) into one target per row.
 TargetEncoder = Callable[[dict[str, list]], list]
 
@@ -144,17 +146,30 @@ class TextDataModule(TaskDataModule):
         # Locals only (see map_rows).
         tokenizer, columns, max_length = self.tokenizer, self.text_columns, self.max_length
 
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        def tokenize(batch: dict[str, list], rows: list[int] | None = None) -> dict[str, list]:
             out = tokenizer(*[batch[c] for c in columns], truncation=True, max_length=max_length)
             if targets is not None:
                 out["labels"] = targets(batch)
+            if rows is not None:
+                out[ROW] = rows
             return out
 
-        return self.map_rows(ds, split, tokenize)
+        # Test rows keep their index in the split, so a test can name the inputs it got wrong.
+        return self.map_rows(ds, split, tokenize, with_indices=split == "test")
 
     @cached_property
     def _collator(self) -> DataCollatorWithPadding:
         return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
 
-    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return self._collator(features)
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad rows into a batch; test rows' indices in their split go under ``META``."""
+        if ROW not in features[0]:
+            return self._collator(features)
+        batch = self._collator([{k: v for k, v in f.items() if k != ROW} for f in features])
+        batch[META] = {ROW: torch.tensor([f[ROW] for f in features])}
+        return batch
+
+    def row_text(self, split: str) -> Callable[[int], str]:
+        """The input text of a row of ``split`` as read (a text pair joined by `` / ``), by its index."""
+        ds = self.raw[split]
+        return lambda row: " / ".join(str(ds[row][c]) for c in self.text_columns)

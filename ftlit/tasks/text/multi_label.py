@@ -15,8 +15,14 @@ from typing import Any, Literal
 import datasets
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MultilabelExactMatch, MultilabelF1Score
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    MultilabelAUROC,
+    MultilabelAveragePrecision,
+    MultilabelExactMatch,
+    MultilabelF1Score,
+)
+from torchmetrics.wrappers import ClasswiseWrapper
 from transformers import AutoModelForSequenceClassification, PretrainedConfig
 from typing_extensions import override
 
@@ -24,6 +30,7 @@ from ftlit.core.labels import column_error, label_set, sort_names, unknown_label
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError
 from ftlit.tasks.text.data import TargetEncoder, TextDataModule
+from ftlit.tasks.text.evaluation import describe_multi_label, multi_label_details
 
 
 def _label_lists(feature: Any, separator: str) -> Callable[[Any], list[str] | None]:
@@ -148,24 +155,6 @@ class MultiLabelDataModule(TextDataModule):
         return encode
 
 
-class LabelF1(MultilabelF1Score):
-    """F1 of one label, as a scalar Lightning can log (``MultilabelF1Score(average=None)`` computes a vector)."""
-
-    def __init__(self, num_labels: int, index: int, threshold: float) -> None:
-        """
-        Args:
-            num_labels: How many labels the model predicts.
-            index: Which label this metric scores.
-            threshold: Probability above which a label counts as predicted.
-        """
-        super().__init__(num_labels=num_labels, threshold=threshold, average=None, validate_args=False)
-        self.index = index
-
-    @override
-    def compute(self) -> torch.Tensor:
-        return super().compute()[self.index]
-
-
 class MultiLabelClassifier(FineTuneModule):
     """Any number of labels per text or text pair (topics, emotions, toxicity types): a sigmoid per label."""
 
@@ -202,13 +191,23 @@ class MultiLabelClassifier(FineTuneModule):
         per_label = stage == "test"
         n, threshold = len(self.label_names), self.hparams.threshold
         common = {"num_labels": n, "threshold": threshold, "validate_args": False}
+        curves = {"num_labels": n, "validate_args": False}
         metrics: dict[str, Any] = {
             "f1_micro": MultilabelF1Score(average="micro", **common),
             "f1_macro": MultilabelF1Score(average="macro", **common),
             "exact_match": MultilabelExactMatch(**common),
+            "auroc": MultilabelAUROC(average="macro", **curves),
+            "ap": MultilabelAveragePrecision(average="macro", **curves),
         }
         if per_label:
-            metrics |= {f"f1_{name}": LabelF1(n, i, threshold) for i, name in enumerate(self.label_names)}
+            names = list(self.label_names)
+            metrics |= {
+                "f1_per_label": ClasswiseWrapper(MultilabelF1Score(average=None, **common), names, prefix="f1_"),
+                "auroc_per_label": ClasswiseWrapper(MultilabelAUROC(average=None, **curves), names, prefix="auroc_"),
+                "ap_per_label": ClasswiseWrapper(
+                    MultilabelAveragePrecision(average=None, **curves), names, prefix="ap_"
+                ),
+            }
         return MetricCollection(metrics)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -216,6 +215,14 @@ class MultiLabelClassifier(FineTuneModule):
 
     def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
         metrics.update(logits.float().sigmoid(), batch["labels"].long())
+
+    @override
+    def build_test_details(self) -> dict[str, Metric]:
+        return multi_label_details(len(self.label_names), self.hparams.threshold)
+
+    @override
+    def describe_test_details(self, values: dict[str, Any]) -> dict[str, Any]:
+        return describe_multi_label(list(self.label_names), values)
 
     @override
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import datasets
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanSquaredError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics import MeanSquaredError, Metric, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 from transformers import AutoModelForSequenceClassification, PretrainedConfig
 from typing_extensions import override
 
@@ -16,6 +16,7 @@ from ftlit.core.labels import column_error
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError
 from ftlit.tasks.text.data import TargetEncoder, TextDataModule
+from ftlit.tasks.text.evaluation import Pairs, describe_regression
 
 
 def _to_float(value: Any) -> float | None:
@@ -86,6 +87,14 @@ class SequenceRegressor(FineTuneModule):
 
     def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
         metrics.update(logits.float().squeeze(-1), batch["labels"].float())
+
+    @override
+    def build_test_details(self) -> dict[str, Metric]:
+        return {"pairs": Pairs()}
+
+    @override
+    def describe_test_details(self, values: dict[str, Any]) -> dict[str, Any]:
+        return describe_regression(values)
 
     @override
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:

@@ -293,6 +293,17 @@ def test_test_reports_micro_and_per_type_scores(trained):
     assert expected | {"test/loss"} <= set(results)
     assert float(results["test/f1"]) > 0.9
     assert float(results["test/f1_ORG"]) > 0.9  # the two-word entity
+    # test-results.json: the per-type table (with support) equals the logged SpanF1 scores, and the entity-type
+    # confusion counts every gold entity once (a row) and every predicted one once (a column).
+    written = json.loads((trained["root"] / "test-results.json").read_text())
+    types = written["entity_confusion"]["types"]
+    counts = torch.tensor(written["entity_confusion"]["counts"])
+    assert types == ["NEG", "ORG", "POS"] and counts.shape == (4, 4) and counts[-1, -1] == 0
+    for row in written["per_type"]:
+        for score in ("precision", "recall", "f1"):
+            assert row[score] == pytest.approx(float(results[f"test/{score}_{row['type']}"]), abs=1e-6)
+    gold = counts[:-1].sum(1).tolist()
+    assert [row["support"] for row in written["per_type"]] == gold and sum(gold) > 0
 
 
 def test_predict_writes_entities_with_character_offsets(trained):

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from helpers.qa import CONTEXT_WORDS, toy_qa_rows, write_squad
+from helpers.qa import CONTEXT_WORDS, TASK, fit_args, toy_qa_rows, write_squad
 from helpers.runs import ftlit, last_metrics
 from torchmetrics import MetricCollection
 
@@ -27,14 +27,6 @@ from ftlit.tasks.qa.model import QuestionAnswering
 
 FIXTURES = TEST_FIXTURES / "qa"
 V1, V2 = FIXTURES / "squad_v1.json", FIXTURES / "squad_v2.json"
-DEFAULTS = (
-    "--trainer.max_epochs=4",
-    "--model.scheduler=constant",
-    "--data.batch_size=16",
-    "--data.max_length=32",
-    "--data.doc_stride=8",
-)
-TASK = ("ftlit.tasks.qa.QuestionAnswering", "ftlit.tasks.qa.QuestionAnsweringDataModule")
 DDP = ("--trainer.strategy=ddp", "--trainer.devices=2")
 
 
@@ -482,11 +474,6 @@ def test_n_best_limits_the_positions_tried(tiny_bert, tmp_path):
 
 
 # --- bad input through the CLI ------------------------------------------------------------------------------------
-
-
-def fit_args(tiny_bert: str, root: Path, data: dict[str, str], *extra: str) -> list[str]:
-    """An `ftlit fit` command line for the tiny model on QA data."""
-    return cli_args(tiny_bert, data, root, *extra, task=TASK, defaults=DEFAULTS)
 
 
 def fit_error(tiny_bert: str, tmp_path: Path, capsys, data: dict[str, str], *extra: str) -> str:
