@@ -229,6 +229,7 @@ COMMANDS = {
     "export": "ftlit.commands.export",
     "plot": "ftlit.commands.plot",
     "report": "ftlit.commands.report",
+    "explain": "ftlit.commands.explain",
 }
 
 
