@@ -341,12 +341,15 @@ class _Explainer:
 
 # --- the page ----------------------------------------------------------------------------------------------------
 
-_CSS = """
+PAGE_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 60em;
   color: #1f2328; line-height: 1.5; padding: 0 1em; }
 h1 { font-size: 1.4em; margin-bottom: 0.2em; }
 .note { color: #59636e; font-size: 0.9em; }
 section { border-top: 1px solid #d1d9e0; padding: 0.6em 0; }
+"""
+# What render_entries' fragment needs, also where another page (the report) embeds it.
+WORDS_STYLE = """
 .title { font-size: 0.9em; color: #59636e; margin: 0 0 0.3em; }
 .title b { color: #1f2328; }
 .words { margin: 0.2em 0; font-size: 1.1em; }
@@ -355,6 +358,7 @@ section { border-top: 1px solid #d1d9e0; padding: 0.6em 0; }
 .pair { color: #59636e; font-size: 0.8em; margin-right: 0.4em; }
 .legend span { padding: 0.1em 0.4em; border-radius: 0.2em; }
 """
+STYLE = PAGE_STYLE + WORDS_STYLE
 
 
 def _colour(score: float, largest: float) -> str:
@@ -379,6 +383,16 @@ def _words_html(words: list[dict[str, Any]], largest: float, entity: dict[str, A
 
 def render_html(entries: list[dict[str, Any]], source: str = "") -> str:
     """A self-contained page (inline CSS, no JavaScript, no external URL): each entry's words coloured by score."""
+    origin = f'<p class="note">{html.escape(source)}</p>' if source else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>ftlit explain</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>Token attributions</h1>\n{origin}\n{render_entries(entries)}"
+        "\n</body>\n</html>\n"
+    )
+
+
+def render_entries(entries: list[dict[str, Any]]) -> str:
+    """The legend and each entry's coloured words, as an HTML fragment (styled by ``STYLE``), e.g. for a report."""
     sections = []
     for n, entry in enumerate(entries, 1):
         words = entry["words"]
@@ -404,13 +418,7 @@ def render_html(entries: list[dict[str, Any]], source: str = "") -> str:
         "integrated gradients over the input embeddings; each word's colour is its score over the input's largest "
         "|score| (hover a word for its score)</p>"
     )
-    origin = f'<p class="note">{html.escape(source)}</p>' if source else ""
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>ftlit explain</title>\n'
-        f"<style>{_CSS}</style>\n</head>\n<body>\n<h1>Token attributions</h1>\n{origin}\n{legend}\n"
-        + ("\n".join(sections) or '<p class="note">nothing to explain: no entities were predicted</p>')
-        + "\n</body>\n</html>\n"
-    )
+    return f"{legend}\n" + ("\n".join(sections) or '<p class="note">nothing to explain: no entities were predicted</p>')
 
 
 # --- the command -------------------------------------------------------------------------------------------------

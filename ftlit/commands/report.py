@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
+import importlib.util
 import json
 import math
 import re
@@ -118,7 +119,9 @@ class Run:
         return None
 
 
-def report(run: list[str], out: str | None = None, overwrite: bool = False, smoothing: float = 0.9) -> Path:
+def report(
+    run: list[str], out: str | None = None, overwrite: bool = False, smoothing: float = 0.9, explain: int = 0
+) -> Path:
     """Write one self-contained HTML page (report.html) of a run, or of several runs side by side.
 
     The page holds the run's header (path, task, checkpoint, test data, library versions), its scores (each
@@ -137,6 +140,9 @@ def report(run: list[str], out: str | None = None, overwrite: bool = False, smoo
         overwrite: Replace an existing ``out`` folder, if it holds only a report (report.html).
         smoothing: Weight of the exponential moving average drawn over the training curves, in [0, 1) (0: no
             smoothing; TensorBoard's debiased average). The raw values are drawn faint beneath it.
+        explain: Explain the N most confident test mistakes of a classifier: the token attributions of
+            ``ftlit explain`` toward the wrongly predicted label, from the tested checkpoint (needs the ``explain``
+            extra, captum). 0: none.
 
     Returns:
         The report.html written.
@@ -146,6 +152,10 @@ def report(run: list[str], out: str | None = None, overwrite: bool = False, smoo
         raise ConfigError("run", "required: pass --run <run folder> (again for each run to compare)")
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError("smoothing", f"must be in [0, 1), got {smoothing}")
+    if explain < 0:
+        raise ConfigError("explain", f"must be >= 0, got {explain}")
+    if explain and importlib.util.find_spec("captum") is None:
+        raise ConfigError("explain", "needs captum: pip install 'ftlit[explain]', or drop --explain")
     roots = [Path(r).expanduser() for r in runs_given]
     seen: dict[Path, str] = {}
     for given, root in zip(runs_given, roots, strict=True):
@@ -163,7 +173,7 @@ def report(run: list[str], out: str | None = None, overwrite: bool = False, smoo
     check_out(target, overwrite, ours=lambda p: p.name == REPORT, what="a report")
     check_matplotlib("ftlit report")
 
-    page = render(runs, smoothing)
+    page = render(runs, smoothing, explain)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside ``out`` and renamed into place when complete: never a half-written folder.
     tmp = sibling(target, "tmp")
@@ -297,11 +307,11 @@ def section(kind: str, number: int, title: str, body: str) -> str:
     return f'<section id="{ident}" data-section="{kind}">\n<h3>{esc(title)}</h3>\n{body}\n</section>'
 
 
-def render(runs: list[Run], smoothing: float) -> str:
-    """The whole page."""
+def render(runs: list[Run], smoothing: float, explain: int = 0) -> str:
+    """The whole page; ``explain``: how many mistakes of each run to explain."""
     names = _short_names(runs)
     # The test sections first: malformed test results stop the report before the curves are drawn.
-    tests = [[results_section(run, kind) for kind in SECTIONS[run.kind]] for run in runs]
+    tests = [[results_section(run, kind, explain) for kind in SECTIONS[run.kind]] for run in runs]
     parts = []
     if len(runs) > 1:
         parts.append(comparison(runs, names))
@@ -316,7 +326,8 @@ def render(runs: list[Run], smoothing: float) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f'<link rel="icon" href="data:,">\n<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n'
+        f'<link rel="icon" href="data:,">\n<title>{esc(title)}</title>\n<style>{CSS}{_words_style(explain)}</style>\n'
+        "</head>\n<body>\n"
         f"<h1>{esc(title)}</h1>\n{nav}\n{body}\n</body>\n</html>\n"
     )
 
@@ -441,7 +452,7 @@ def scores(run: Run) -> str:
     return section("scores", run.number, "Scores", body)
 
 
-def results_section(run: Run, kind: str) -> str:
+def results_section(run: Run, kind: str, explain: int = 0) -> str:
     """One test figure or table, or a note when the test results do not hold it."""
     title = {
         "confusion": "Confusion matrix",
@@ -486,7 +497,7 @@ def results_section(run: Run, kind: str) -> str:
         elif kind == "per-class":
             body = per_class(results[key])
         elif kind == "mistakes":
-            body = mistakes_table(results[key])
+            body = mistakes_table(results[key]) + (explained_mistakes(results, explain) if explain else "")
         elif kind == "entity-confusion":
             confusion = results[key]
             names = [*map(str, confusion["types"]), "no entity"]
@@ -512,6 +523,32 @@ def mistakes_table(entries: list[dict[str, Any]]) -> str:
         return note("no mistakes on the test split")
     rows = [[str(e["text"]), str(e["gold"]), str(e["predicted"]), e.get("confidence"), e.get("row")] for e in entries]
     return table("mistakes", ["text", "gold", "predicted", "confidence", "row"], rows)
+
+
+def explained_mistakes(results: dict[str, Any], n: int) -> str:
+    """Token attributions (``ftlit explain``) of the ``n`` most confident mistakes, toward the predicted label."""
+    entries = results["mistakes"][:n]
+    ckpt = results.get("ckpt_path")
+    if not entries:
+        return ""
+    if not isinstance(ckpt, str) or not Path(ckpt).is_file():
+        return note(f"cannot explain the mistakes: the tested checkpoint {ckpt} is not there")
+    from ftlit.commands.explain import explain, render_entries  # torch and captum: only when asked
+
+    pairs = [e.get("text_pair") for e in entries]
+    explained = explain(ckpt, [str(e["text"]) for e in entries], pairs if any(pairs) else None)
+    return (
+        f"<h4>Why: token attributions of the {len(entries)} most confident mistakes</h4>\n{render_entries(explained)}"
+    )
+
+
+def _words_style(explain: int) -> str:
+    """The explanations' word colours, when the page holds any."""
+    if not explain:
+        return ""
+    from ftlit.commands.explain import WORDS_STYLE
+
+    return WORDS_STYLE
 
 
 def per_type(metrics: dict[str, Any]) -> str:
@@ -710,5 +747,9 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ftlit report``; bad input exits with one line naming the field (exit code 2)."""
     config = report_errors(lambda: build_parser().parse_args(argv))
-    page = report_errors(lambda: report(config.run, config.out, overwrite=config.overwrite, smoothing=config.smoothing))
+    page = report_errors(
+        lambda: report(
+            config.run, config.out, overwrite=config.overwrite, smoothing=config.smoothing, explain=config.explain
+        )
+    )
     print(f"ftlit: report of {', '.join(config.run)}: {page}")

@@ -169,7 +169,12 @@ class TextDataModule(TaskDataModule):
         batch[META] = {ROW: torch.tensor([f[ROW] for f in features])}
         return batch
 
-    def row_text(self, split: str) -> Callable[[int], str]:
-        """The input text of a row of ``split`` as read (a text pair joined by `` / ``), by its index."""
-        ds = self.raw[split]
-        return lambda row: " / ".join(str(ds[row][c]) for c in self.text_columns)
+    def row_text(self, split: str) -> Callable[[int], tuple[str, str | None]]:
+        """The input of a row of ``split`` as read, by its index: its text and its pair's second text (or None)."""
+        ds, columns = self.raw[split], self.text_columns
+
+        def text(row: int) -> tuple[str, str | None]:
+            values = [str(ds[row][c]) for c in columns]
+            return values[0], values[1] if len(values) > 1 else None
+
+        return text

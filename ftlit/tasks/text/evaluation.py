@@ -243,10 +243,16 @@ class Mistakes(Metric):
 
 
 def mistakes(labels: list[str], values: dict[str, Tensor], texts: Any) -> list[dict[str, Any]]:
-    """The mistakes as rows ``{"row", "text", "gold", "predicted", "confidence"}``; ``texts(row)`` gives an input's
-    text (a text pair is joined by `` / ``)."""
+    """The mistakes as rows ``{"row", "text", "text_pair", "gold", "predicted", "confidence"}``; ``texts(row)``
+    gives an input's text and its pair's second text (or None)."""
     return [
-        {"row": row, "text": texts(row), "gold": labels[gold], "predicted": labels[predicted], "confidence": confidence}
+        {
+            "row": row,
+            **dict(zip(("text", "text_pair"), texts(row), strict=True)),
+            "gold": labels[gold],
+            "predicted": labels[predicted],
+            "confidence": confidence,
+        }
         for row, gold, predicted, confidence in zip(
             values["row"].tolist(),
             values["gold"].tolist(),

@@ -112,7 +112,8 @@ def test_every_test_run_writes_its_results(tiny_bert, toy_data, tmp_path):
     confidences = [m["confidence"] for m in results["mistakes"]]
     assert confidences == sorted(confidences, reverse=True)
     for m in results["mistakes"]:
-        assert m["text"] == rows[m["row"]]["text"] and m["gold"] == rows[m["row"]]["label"] != m["predicted"]
+        assert m["text"] == rows[m["row"]]["text"] and m["text_pair"] is None
+        assert m["gold"] == rows[m["row"]]["label"] != m["predicted"]
 
     # The report of this real run holds every section, and its tables show the results file's numbers.
     pytest.importorskip("matplotlib")
@@ -128,3 +129,11 @@ def test_every_test_run_writes_its_results(tiny_bert, toy_data, tmp_path):
             assert f'data-value="{json.dumps(row[key])}"' in page, (row["label"], key)
     for value in results["metrics"].values():
         assert f'data-value="{json.dumps(value)}"' in page
+    # With --explain 2, the two most confident mistakes are explained by the tested checkpoint, toward the label it
+    # wrongly predicted.
+    pytest.importorskip("captum")
+    page = report([str(root)], out=str(tmp_path / "explained"), explain=2).read_text()
+    explained = page[page.index('id="mistakes"') :]
+    assert explained.count('<p class="words">') == 2
+    for m in results["mistakes"][:2]:
+        assert f"predicted <b>{m['predicted']}</b>" in explained
