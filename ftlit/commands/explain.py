@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ActionYesNo, ArgumentParser
+from jsonargparse import ArgumentParser
 from transformers import PreTrainedTokenizerBase
 
 from ftlit import backbone
 from ftlit.checkpoint_io import read_checkpoint
 from ftlit.classes import class_path, find_class
-from ftlit.commands.folders import arg_docs, check_target, replace_folder, sibling
+from ftlit.commands.folders import arg_docs, check_target, command_parser, replace_folder, sibling
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError, report_errors
 from ftlit.tasks.ner import TokenClassifier
@@ -509,17 +509,12 @@ def write_explanations(
 
 def build_parser() -> ArgumentParser:
     """The ``ftlit explain`` parser: ``write_explanations``'s signature, with the yes/no options as plain flags."""
-    description = (write_explanations.__doc__ or "").split("\n\n")[0]
-    parser = ArgumentParser(prog="ftlit explain", description=description, exit_on_error=False)
-    flags = ("overwrite", "trust_remote_code")
     # Texts as given: a `str | None` option would read --text null as None.
     texts = ("text", "text_pair", "target")
-    parser.add_function_arguments(write_explanations, as_group=False, skip={*flags, *texts})
+    parser = command_parser(write_explanations, "ftlit explain", flags=("overwrite", "trust_remote_code"), skip=texts)
     helps = arg_docs(write_explanations)
     for name in texts:
         parser.add_argument(f"--{name}", type=str, default=None, help=helps.get(name))
-    for flag in flags:
-        parser.add_argument(f"--{flag}", action=ActionYesNo, nargs="?", default=False, help=helps.get(flag))
     return parser
 
 

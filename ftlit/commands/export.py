@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ActionYesNo, ArgumentParser
+from jsonargparse import ArgumentParser
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from typing_extensions import override
 
 from ftlit import backbone
 from ftlit.checkpoint_io import read_checkpoint
 from ftlit.classes import find_class
-from ftlit.commands.folders import arg_docs, check_target, replace_folder, sibling
+from ftlit.commands.folders import check_target, command_parser, replace_folder, sibling
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError, report_errors
 from ftlit.run_folder import check_folder
@@ -167,17 +167,7 @@ def _export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pat
 
 def build_parser() -> ArgumentParser:
     """The ``ftlit export`` parser: ``export``'s signature, with the yes/no options as plain flags."""
-    # Parse errors are raised, not printed with the usage: report_errors prints them as one line.
-    description = (export.__doc__ or "").split("\n\n")[0]
-    parser = ArgumentParser(prog="ftlit export", description=description, exit_on_error=False)
-    flags = ("overwrite", "onnx", "trust_remote_code")
-    parser.add_function_arguments(export, as_group=False, skip=set(flags))
-    # jsonargparse makes bools take a value (--overwrite true); a bare --overwrite reads better and still
-    # accepts --overwrite=true/false and --no_overwrite.
-    helps = arg_docs(export)
-    for flag in flags:
-        parser.add_argument(f"--{flag}", action=ActionYesNo, nargs="?", default=False, help=helps.get(flag))
-    return parser
+    return command_parser(export, "ftlit export", flags=("overwrite", "onnx", "trust_remote_code"))
 
 
 def main(argv: list[str] | None = None) -> None:

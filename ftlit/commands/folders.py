@@ -1,4 +1,5 @@
-"""Writing an output folder atomically, shared by the small commands (``ftlit export``, ``ftlit plot``)."""
+"""What the small commands (``ftlit export``, ``plot``, ``report``, ``explain``) share: their parser, and writing
+an output folder atomically."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from jsonargparse import ActionYesNo, ArgumentParser
 
 from ftlit.errors import ConfigError
 from ftlit.run_folder import check_folder
@@ -55,3 +58,19 @@ def arg_docs(function: Callable) -> dict[str, str]:
     from docstring_parser import parse  # jsonargparse[signatures] depends on it
 
     return {p.arg_name: " ".join((p.description or "").split()) for p in parse(function.__doc__ or "").params}
+
+
+def command_parser(
+    function: Callable, prog: str, flags: tuple[str, ...] = (), skip: tuple[str, ...] = ()
+) -> ArgumentParser:
+    """A command's parser: ``function``'s signature (its docstring is the help), parse errors raised rather than
+    printed with the whole usage (``report_errors`` prints them as one line), and the boolean ``flags`` as bare
+    switches (``--overwrite``; ``--overwrite=false`` and ``--no_overwrite`` still work, where jsonargparse would
+    want ``--overwrite true``). Arguments in ``skip`` are left for the caller to add."""
+    description = (function.__doc__ or "").split("\n\n")[0]
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser.add_function_arguments(function, as_group=False, skip={*flags, *skip})
+    helps = arg_docs(function)
+    for flag in flags:
+        parser.add_argument(f"--{flag}", action=ActionYesNo, nargs="?", default=False, help=helps.get(flag))
+    return parser

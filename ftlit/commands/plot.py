@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jsonargparse import ActionYesNo, ArgumentParser
+from jsonargparse import ArgumentParser
 
-from ftlit.commands.folders import arg_docs, check_target, replace_folder, sibling
+from ftlit.commands.folders import check_target, command_parser, replace_folder, sibling
 from ftlit.core.results import DIRECTIONS, FORMAT, RESULTS
 from ftlit.errors import ConfigError, report_errors
 from ftlit.run_folder import check_folder
@@ -655,12 +655,7 @@ def check_out(target: Path, overwrite: bool, ours: Callable[[Path], bool], what:
 
 def build_parser() -> ArgumentParser:
     """The ``ftlit plot`` parser: ``plot``'s signature, with ``--overwrite`` as a plain flag."""
-    # Parse errors are raised, not printed with the usage: report_errors prints them as one line.
-    parser = ArgumentParser(prog="ftlit plot", description=(plot.__doc__ or "").split("\n\n")[0], exit_on_error=False)
-    parser.add_function_arguments(plot, as_group=False, skip={"overwrite"})
-    # A bare --overwrite reads better than --overwrite true, and --overwrite=true/false, --no_overwrite still work.
-    parser.add_argument("--overwrite", action=ActionYesNo, nargs="?", default=False, help=arg_docs(plot)["overwrite"])
-    return parser
+    return command_parser(plot, "ftlit plot", flags=("overwrite",))
 
 
 def describe(folder: Path) -> list[str]:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jsonargparse import ActionYesNo, ArgumentParser
+from jsonargparse import ArgumentParser
 
-from ftlit.commands.folders import arg_docs, replace_folder, sibling
+from ftlit.commands.folders import arg_docs, command_parser, replace_folder, sibling
 from ftlit.commands.plot import (
     RunLogs,
     check_matplotlib,
@@ -733,14 +733,10 @@ def draw_regression(scatter: dict[str, Any], residuals: dict[str, Any] | None, r
 
 def build_parser() -> ArgumentParser:
     """The ``ftlit report`` parser: ``report``'s signature, with ``--run`` repeatable and ``--overwrite`` a flag."""
-    # Parse errors are raised, not printed with the usage: report_errors prints them as one line.
-    description = (report.__doc__ or "").split("\n\n")[0]
-    parser = ArgumentParser(prog="ftlit report", description=description, exit_on_error=False)
-    parser.add_function_arguments(report, as_group=False, skip={"run", "overwrite"})
-    docs = arg_docs(report)
-    parser.add_argument("--run", action="append", required=True, type=str, metavar="RUN", help=docs["run"])
-    # A bare --overwrite reads better than --overwrite true, and --overwrite=true/false, --no_overwrite still work.
-    parser.add_argument("--overwrite", action=ActionYesNo, nargs="?", default=False, help=docs["overwrite"])
+    parser = command_parser(report, "ftlit report", flags=("overwrite",), skip=("run",))
+    # Repeatable (--run a --run b), which a list-typed argument is not.
+    help_ = arg_docs(report)["run"]
+    parser.add_argument("--run", action="append", required=True, type=str, metavar="RUN", help=help_)
     return parser
 
 
