@@ -55,7 +55,8 @@ def test_bad_values_are_one_line_before_any_work(tiny_bert, toy_data, tmp_path, 
 def test_a_monitor_error_lists_what_the_model_logs(tiny_bert, toy_data, tmp_path, capsys):
     err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--checkpoint.monitor=val/accuracy")
     assert err.endswith(
-        "SequenceClassifier never logs 'val/accuracy': use one of train/loss, val/acc, val/f1, val/loss, val/mcc"
+        "SequenceClassifier never logs 'val/accuracy': use one of train/loss, val/acc, val/ap, val/auroc, val/f1, "
+        "val/f1_micro, val/loss, val/mcc, val/precision, val/precision_micro, val/recall, val/recall_micro"
     )
 
 
