@@ -390,6 +390,9 @@ def test_bad_input_is_one_line_naming_the_argument(tmp_path, capsys):
     assert report_error(["--run", str(run), "--smoothing", "1"], capsys) == (
         "ftlit: error: smoothing: must be in [0, 1), got 1.0"
     )
+    assert report_error(["--run", str(run), "--explain", "-1"], capsys) == (
+        "ftlit: error: explain: must be >= 0, got -1"
+    )
 
     results = run / RESULTS
     results.write_text('{"format": 1, "metrics": ')
