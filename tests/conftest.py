@@ -180,6 +180,18 @@ def cli_error(argv: list[str], capsys) -> str:
     return errors[0]
 
 
+def command_error(main, argv: list[str], capsys) -> str:
+    """Run a small command's ``main(argv)`` (``ftlit plot``, ``report``, ``explain``) on bad input and return its
+    error line: exit code 2, exactly one stderr line ``ftlit: error: ...``, no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ftlit: error: ") and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
 def encoded(dm, split: str = "train"):
     """A data module's encoded ``split``, after the checks, tokenization and caching a run does."""
     dm.validate()

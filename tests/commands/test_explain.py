@@ -7,6 +7,7 @@ spend most of their time waiting for each other (an explanation took ten times l
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -15,7 +16,17 @@ import pytest
 import torch
 from helpers.ner import fit_args, toy_ner_rows, write_conll
 
-from conftest import NEGATIVE, POSITIVE, TEST_FIXTURES, cli_args, column, read_metrics, toy_rows, write_jsonl
+from conftest import (
+    NEGATIVE,
+    POSITIVE,
+    TEST_FIXTURES,
+    cli_args,
+    column,
+    command_error,
+    read_metrics,
+    toy_rows,
+    write_jsonl,
+)
 from ftlit import backbone
 from ftlit.checkpoint_io import read_checkpoint
 from ftlit.cli import FtlitCLI
@@ -250,15 +261,7 @@ def test_ner_explains_each_predicted_entity_at_its_first_token(tagger):
 # --- 5. the command -------------------------------------------------------------------------------------------
 
 
-def explain_error(argv: list[str], capsys) -> str:
-    """Run ``ftlit explain <argv>`` on bad input: exit code 2 and exactly one stderr line, ``ftlit: error: ...``."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ftlit: error: "), err[-3000:]
-    return lines[0]
+explain_error = functools.partial(command_error, main)
 
 
 def test_cli_writes_json_and_a_self_contained_escaped_page(classifier, tmp_path, monkeypatch, capsys):

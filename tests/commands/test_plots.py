@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
-from conftest import cli_args, column, read_metrics
+from conftest import cli_args, column, command_error, read_metrics
 from ftlit import cli
 from ftlit.cli import FtlitCLI
 from ftlit.commands.plot import find_versions, main, merge, metric_mode, plot, series, smooth
@@ -72,15 +73,7 @@ def assert_image(path: Path) -> None:
     assert image[..., :3].std() > 0.01, f"{path.name} is blank"
 
 
-def plot_error(argv: list[str], capsys) -> str:
-    """Run ``ftlit plot <argv>`` on bad input: exit code 2, exactly one ``ftlit: error:`` line and no traceback."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ftlit: error: ") and "Traceback" not in err, err[-2000:]
-    return lines[0]
+plot_error = functools.partial(command_error, main)
 
 
 def test_resumed_run_plots_continuous_curves_and_the_best_and_test_scores(resumed_run, capsys):

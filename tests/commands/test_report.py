@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import io
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.loggers import CSVLogger
 
+from conftest import command_error
 from ftlit import cli
 from ftlit.commands.plot import find_versions, merge, unfrozen_steps
 from ftlit.commands.report import REPORT, main, report
@@ -363,15 +365,7 @@ def test_two_runs_side_by_side(classified, tmp_path, capsys):
     assert len(page.images) == 17
 
 
-def report_error(argv: list[str], capsys) -> str:
-    """Run ``ftlit report <argv>`` on bad input: exit code 2, exactly one ``ftlit: error:`` line, no traceback."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ftlit: error: ") and "Traceback" not in err, err[-2000:]
-    return lines[0]
+report_error = functools.partial(command_error, main)
 
 
 def test_bad_input_is_one_line_naming_the_argument(tmp_path, capsys):
