@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import logging as hf_logging
 
 from ftlit.errors import ConfigError
 
@@ -166,3 +169,17 @@ def unpack(
         json.dump(data, f, indent=2)
     for name, text in tokenizer_files.items():
         (folder / name).write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """transformers without its progress bars and load reports, for loads whose outcome ftlit states itself."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

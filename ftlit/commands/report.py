@@ -38,10 +38,11 @@ from ftlit.commands.plot import (
     new_figure,
     plain_text,
     png_bytes,
+    read_json,
     read_run,
     summarize,
 )
-from ftlit.core.results import RESULTS
+from ftlit.core.results import RESULTS, TIMING
 from ftlit.errors import ConfigError, report_errors
 from ftlit.run_folder import check_folder
 
@@ -56,8 +57,15 @@ SECTIONS = {
     "regression": ("regression",),
     "other": ("per-type",),
     "ner": ("per-type", "entity-confusion"),
+    "qa": ("answer-length", "answerability"),
 }
-KINDS = {"SequenceClassifier": "single-label", "MultiLabelClassifier": "multi-label", "SequenceRegressor": "regression"}
+KINDS = {
+    "SequenceClassifier": "single-label",
+    "MultiLabelClassifier": "multi-label",
+    "SequenceRegressor": "regression",
+    "TokenClassifier": "ner",
+    "QuestionAnswering": "qa",
+}
 NO_RESULTS = "no test results: run ftlit test"
 # Per-type scores in the metrics (NER: test/f1_PER); these suffixes are averages, not types.
 _PER_TYPE = re.compile(r"test/(precision|recall|f1)_(.+)")
@@ -87,6 +95,7 @@ class Run:
     summary: dict[str, Any]
     config: Path | None  # the fit's config.yaml (the latest fit version's), if any
     task: str | None  # the model's class path
+    timing: dict[str, Any]  # timing.json: the fit's and the test's wall-clock time, when the run wrote it
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -106,6 +115,8 @@ class Run:
             return "regression"
         if "entity_confusion" in results:
             return "ner"
+        if "by_answer_length" in results:
+            return "qa"
         if "per_class" in results or "roc" in results or "pr" in results:
             return "multi-label"
         return KINDS.get((self.task or "").rsplit(".", 1)[-1], "other")
@@ -205,7 +216,9 @@ def load_run(name: str, root: Path, number: int, smoothing: float) -> Run:
     if logs.results is not None:
         _check_results(logs.results, logs.root / RESULTS)
     task = (logs.results or {}).get("task") or (_config_task(config) if config else None)
-    return Run(name, number, logs, summary, config, None if task is None else str(task))
+    timing = read_json(logs.root / TIMING)
+    timing = timing if isinstance(timing, dict) else {}
+    return Run(name, number, logs, summary, config, None if task is None else str(task), timing)
 
 
 def _check_results(results: dict[str, Any], path: Path) -> None:
@@ -346,8 +359,10 @@ def comparison(runs: list[Run], names: list[str]) -> str:
     rows = []
     for run, name, scores in zip(runs, names, tests, strict=True):
         best = [run.summary["val"].get(k, {}).get("best") for k in val]
-        rows.append([f"{run.number}: {name}", *best, *[(scores[0] if scores else {}).get(k) for k in test]])
-    header = ["run", *[f"best {k}" for k in val], *test]
+        fit = run.timing.get("fit")
+        seconds = fit.get("seconds") if isinstance(fit, dict) else None
+        rows.append([f"{run.number}: {name}", *best, *[(scores[0] if scores else {}).get(k) for k in test], seconds])
+    header = ["run", *[f"best {k}" for k in val], *test, "fit time (s)"]
     body = table("comparison", header, rows)
     body += note("Best validation values as each run's metric directions say; test values from each run's last test.")
     fig = draw_comparison(
@@ -403,10 +418,26 @@ def header(run: Run) -> str:
         replaced = f", {v['superseded_rows']} rows replaced by a resumed version" if v.get("superseded_rows") else ""
         logs.append(f"version_{v['version']} ({v['kind']}{steps}{replaced})")
     items.append(("logs", "; ".join(logs)))
+    items += [(f"{stage} time", _time_text(run.timing.get(stage))) for stage in ("fit", "test")]
     source = "from the run" if run.logs.directions is not None else "guessed from the metric names (an older run)"
     items.append(("which way is better", source))
     rows = "\n".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in items)
     return section("header", run.number, "Run", f'<table data-table="header">\n{rows}\n</table>')
+
+
+def _time_text(entry: Any) -> str:
+    """A stage's wall-clock time from timing.json: seconds, steps (fit) and processes."""
+    with contextlib.suppress(TypeError, ValueError, KeyError):
+        seconds = float(entry["seconds"])
+        processes = int(entry.get("processes", 1))
+        text = f"{seconds:.1f} s"
+        if entry.get("steps"):
+            text += f" for {int(entry['steps'])} steps ({seconds / int(entry['steps']):.3g} s/step)"
+        if entry.get("batches_per_process"):
+            text += f" for {int(entry['batches_per_process'])} batches per process"
+        text += f" on {processes} process{'es' if processes != 1 else ''}"
+        return text + (f", finished {entry['finished']}" if entry.get("finished") else "")
+    return f"– (no {TIMING} entry: runs of this ftlit write one)"
 
 
 def _data_text(data: Any) -> str:
@@ -464,6 +495,8 @@ def results_section(run: Run, kind: str, explain: int = 0) -> str:
         "regression": "Predicted vs gold",
         "mistakes": "Most confident mistakes",
         "entity-confusion": "Confused entity types",
+        "answer-length": "Exact match and F1 by answer length",
+        "answerability": "Has answer / no answer",
     }[kind]
     results = run.results
     if results is None:
@@ -475,6 +508,8 @@ def results_section(run: Run, kind: str, explain: int = 0) -> str:
         "per-class": "per_class",
         "regression": "scatter",
         "entity-confusion": "entity_confusion",
+        "answer-length": "by_answer_length",
+        "answerability": "by_answerability",
     }.get(kind, kind)
     with _reading(run.results_path, key):
         if kind == "per-type":
@@ -502,6 +537,14 @@ def results_section(run: Run, kind: str, explain: int = 0) -> str:
             confusion = results[key]
             names = [*map(str, confusion["types"]), "no entity"]
             body = image(draw_confusion(confusion["counts"], names), "confused entity types")
+        elif kind == "answer-length":
+            groups = results[key]
+            body = image(draw_answer_lengths(groups), "exact match and F1 by answer length")
+            body += question_groups(groups, "answer_words", "answer words")
+        elif kind == "answerability":
+            body = question_groups(results[key], "group", "questions")
+            if not results[key]:
+                body = note("no questions in the test split")
         else:
             data = results.get("data")
             rows = data.get("rows") if isinstance(data, dict) else None
@@ -515,6 +558,12 @@ def per_class(entries: list[dict[str, Any]], name: str = "label") -> str:
     keys = first[1:] + sorted({k for e in entries for k in e} - set(first))
     rows = [[str(e[name]), *[e.get(k) for k in keys]] for e in entries]
     return table("per-class" if name == "label" else f"per-{name}", [name, *keys], rows)
+
+
+def question_groups(groups: list[dict[str, Any]], key: str, name: str) -> str:
+    """QA's exact match and F1 (percent) per group of test questions."""
+    rows = [[str(g[key]), g["questions"], g["exact"], g["f1"]] for g in groups]
+    return table(f"qa-{key.replace('_', '-')}", [name, "questions", "exact match (%)", "F1 (%)"], rows)
 
 
 def mistakes_table(entries: list[dict[str, Any]]) -> str:
@@ -690,6 +739,26 @@ def draw_calibration(calibration: dict[str, Any]) -> Figure:
     histogram.set(xlabel="confidence", ylabel="predictions", xlim=(0, 1), title="Predictions per confidence bin")
     histogram.yaxis.set_major_locator(MaxNLocator(integer=True))
     histogram.grid(alpha=0.3)
+    return fig
+
+
+def draw_answer_lengths(groups: list[dict[str, Any]]) -> Figure | None:
+    """Bars of exact match and F1 per gold answer length, each group's number of questions under it."""
+    if not groups:
+        return None
+    fig = new_figure(width=max(5.0, 0.9 * len(groups) + 2), height=3.6)
+    ax = fig.add_subplot()
+    x = list(range(len(groups)))
+    ax.bar([i - 0.2 for i in x], _floats([g["exact"] for g in groups]), width=0.4, label="exact match")
+    ax.bar([i + 0.2 for i in x], _floats([g["f1"] for g in groups]), width=0.4, label="F1")
+    ax.set_xticks(x, [f"{g['answer_words']}\n(n={g['questions']})" for g in groups])
+    ax.set(
+        xlabel="gold answer length (words; n: questions)",
+        ylabel="score (%)",
+        ylim=(0, 118),
+        title="Test scores by answer length",
+    )
+    ax.legend(loc="upper right", ncols=2)
     return fig
 
 

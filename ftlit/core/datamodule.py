@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -17,15 +18,13 @@ import datasets
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
-from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 from transformers import PreTrainedTokenizerBase
 from typing_extensions import override
 
 from ftlit import backbone
 from ftlit.core import sources
-from ftlit.core.samplers import LengthGroupedSampler
+from ftlit.core.samplers import EpochShuffle, LengthGroupedSampler
 from ftlit.errors import ConfigError
 
 CACHE_VERSION = 2
@@ -390,6 +389,13 @@ class TaskDataModule(pl.LightningDataModule, ABC):
             splits = {s: self.load_file(f, f"data.{s}_file") for s, f in self.files.items() if f is not None}
         splits = {s: self.drop_rows(s, ds) for s, ds in splits.items()}
         if "train" in splits and "validation" not in splits and self.val_fraction > 0:
+            rows = len(splits["train"])
+            if rows - math.ceil(rows * self.val_fraction) < 1:
+                raise ConfigError(
+                    "data.val_fraction",
+                    f"{rows} training rows leave none to train on once {self.val_fraction} of them are held out for "
+                    "validation: give more rows, a validation_file, or val_fraction: 0",
+                )
             parts = splits["train"].train_test_split(test_size=self.val_fraction, seed=self.seed)
             splits["train"], splits["validation"] = parts["train"], parts["test"]
         return splits
@@ -523,13 +529,12 @@ class TaskDataModule(pl.LightningDataModule, ABC):
         if shuffle and self.group_by_length:
             lengths = [len(ids) for ids in dataset["input_ids"]]
             sampler = LengthGroupedSampler(lengths, batch_size, self.seed, num_replicas=world, rank=rank)
-        elif world > 1:
-            kind = DistributedSampler if shuffle else UnrepeatedDistributedSampler
-            sampler = kind(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
         elif shuffle:
-            # Its own generator: the loader draws a worker seed from its generator at every new epoch, and a shared
-            # one would make the next epoch's order depend on whether the run was resumed.
-            sampler = StatefulRandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+            # Each epoch's order is a pure function of (seed, epoch), one process or several: a run resumed from any
+            # checkpoint, an epoch's end included, draws the orders the uninterrupted run drew.
+            sampler = EpochShuffle(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        elif world > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import copy
 import inspect
 import math
 import tempfile
@@ -24,13 +26,15 @@ from typing_extensions import override
 from ftlit import backbone, upstream
 from ftlit.checkpoint_io import read_checkpoint, saved_backbone
 from ftlit.classes import class_path, find_class
-from ftlit.core import strategies
+from ftlit.core import strategies, warm_start
 from ftlit.core.anatomy import Anatomy, anatomy
 from ftlit.core.attention import build_with_attention
+from ftlit.core.callbacks.clock import RunClock
 from ftlit.core.callbacks.rng import RNGState
 from ftlit.core.callbacks.safety import FinalState, GracefulStop
 from ftlit.core.datamodule import TaskDataModule
 from ftlit.core.results import DIRECTIONS, write_json, write_results
+from ftlit.core.samplers import upgrade_loader_state
 from ftlit.errors import ConfigError, TrainingError, config_error_in
 
 SchedulerName = Literal["linear", "cosine", "constant", "polynomial"]
@@ -119,6 +123,7 @@ class FineTuneModule(pl.LightningModule, ABC):
         lora_target_modules: list[str] | None = None,
         compile: bool = False,
         trust_remote_code: bool = False,
+        init_from: str | None = None,
     ) -> None:
         """
         Args:
@@ -153,6 +158,10 @@ class FineTuneModule(pl.LightningModule, ABC):
                 not recompile; the first step, which pays for compilation, is reported on its own.
             trust_remote_code: Let a backbone that ships its own Python code (``auto_map`` in its config) run it.
                 Off by default: such a model is an error until you have checked its source.
+            init_from: Start from a model fine-tuned before (cascaded fine-tuning): an ftlit checkpoint or a folder
+                written by ``ftlit export``, of ``backbone``'s architecture (whose tokenizer the data uses). Its
+                backbone carries over, its head too when it is the same task over the same labels (in any order);
+                LoRA adapters in it are merged first; L2-SP anchors to its weights.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -297,8 +306,14 @@ class FineTuneModule(pl.LightningModule, ABC):
         """The backbone's logits for a batch."""
         return self.model(**self.model_inputs(batch)).logits
 
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse data this model cannot train on, before any work: the CLI calls it before a fit starts (and
+        ``on_fit_start`` again, for fits started from Python). A task that needs more than its data module's
+        checks adds them here."""
+
     @override
     def on_fit_start(self) -> None:
+        self.check_data(self.trainer.datamodule)
         if self.hparams.l2sp_alpha and self.l2sp is None:
             raise ConfigError("model.l2sp_alpha", "L2-SP needs the pretrained weights: train with model.backbone")
         self._directions_written = False
@@ -324,8 +339,8 @@ class FineTuneModule(pl.LightningModule, ABC):
 
     @override
     def configure_callbacks(self) -> list[Callback]:
-        # Always on, whatever the config says: exact resume, a clean stop on SIGTERM/SIGINT, a saved end.
-        return [RNGState(), GracefulStop(), FinalState()]
+        # Always on, whatever the config says: exact resume, a clean stop on SIGTERM/SIGINT, a saved end, timing.
+        return [RNGState(), GracefulStop(), FinalState(), RunClock()]
 
     def logged_metrics(self) -> set[str]:
         """Every metric a fit of this model logs, which ModelCheckpoint and EarlyStopping may monitor."""
@@ -351,13 +366,19 @@ class FineTuneModule(pl.LightningModule, ABC):
         for evaluated in EVALUATED.get(stage, ()):
             self.evaluation_metrics(evaluated)
 
+    def training_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The task loss of a training batch (logged as ``train/loss``) and any term a strategy adds to what is
+        minimised (logged by the task itself), or ``None``."""
+        return self.loss(self(batch), batch), None
+
     @override
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch), batch)
+        loss, extra = self.training_loss(batch)
+        total = loss if extra is None else loss + extra
         # Stop before a non-finite loss reaches the weights (and any checkpoint); every rank must agree.
-        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(total)), all=True):
             raise TrainingError(
-                f"training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
+                f"training loss is {total.item()} at step {self.global_step} (epoch {self.current_epoch}): "
                 "lower model.learning_rate, set trainer.gradient_clip_val, or use 32-true precision; "
                 "the checkpoints written so far are untouched"
             )
@@ -366,8 +387,8 @@ class FineTuneModule(pl.LightningModule, ABC):
         if self.l2sp is not None:
             penalty = self.l2sp()
             self.log("train/l2sp", penalty, batch_size=n)
-            loss = loss + penalty
-        return loss
+            total = total + penalty
+        return total
 
     def _eval_step(self, batch: dict[str, Any], stage: Literal["val", "test"], loss: MeanMetric) -> None:
         logits = self(batch)
@@ -483,41 +504,69 @@ class FineTuneModule(pl.LightningModule, ABC):
                 self.input_names = accepted_inputs(model, tokenizer.model_input_names)
                 return model
         source = backbone.resolve(self.hparams.backbone)
-        config = self.configure_backbone(backbone.load_config(source, trust_remote_code=trusted))
+        config = backbone.load_config(source, trust_remote_code=trusted)
         tokenizer = backbone.load_tokenizer(source, "model.backbone", trust_remote_code=trusted)
         self._tokenizer_files = backbone.pack_tokenizer(tokenizer)
+        self.input_names = tokenizer.model_input_names
+        model, _ = self._load_weights(source, config, "model.backbone")
+        init_from = self.hparams.get("init_from")
+        if init_from is None:
+            return model
+        # Cascaded fine-tuning: init_from's weights over the backbone's (which fill what init_from lacks, e.g. the
+        # pooler a masked-LM model has not), then its head kept, reordered or replaced.
+        with warm_start.source_folder(init_from, trusted) as folder:
+            start = backbone.load_config(str(folder), warm_start.FIELD, trust_remote_code=trusted)
+            warm_start.check_architecture(init_from, start, self.hparams.backbone, config)
+            weights, loading = self._load_weights(str(folder), copy.deepcopy(start), warm_start.FIELD, quiet=True)
+        filled = warm_start.carry_over(model, weights, loading)
+        head = warm_start.fit_head(model, start, self.label_names)
+        rank_zero_info(f"ftlit: {head}" + (f"; {filled}" if filled else ""))
+        self._init_from = warm_start.provenance(init_from, start, head)
+        return model
+
+    def _load_weights(
+        self, source: str, config: PretrainedConfig, field: str, quiet: bool = False
+    ) -> tuple[PreTrainedModel, dict[str, Any]]:
+        """The task model with ``source``'s weights, its config fitted to the task (:meth:`configure_backbone`),
+        and transformers' loading info (missing and mismatched keys)."""
+        trusted = self.hparams.trust_remote_code
         # A backbone fine-tuned before (a 2-label classifier as the start of a 3-label one) keeps its encoder and
         # gets a new head: said in one line instead of transformers' size-mismatch traceback.
-        model, loading = build_with_attention(
-            self.auto_class.from_pretrained,
-            source,
-            config=config,
-            dtype=torch.float32,
-            trust_remote_code=trusted,
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-        )
+        with backbone.quiet() if quiet else contextlib.nullcontext():
+            model, loading = build_with_attention(
+                self.auto_class.from_pretrained,
+                source,
+                config=self.configure_backbone(config),
+                dtype=torch.float32,
+                trust_remote_code=trusted,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
         mismatched = loading.get("mismatched_keys") or []
-        if mismatched:
+        if mismatched and not quiet:
             names = ", ".join(sorted(str(k[0] if isinstance(k, tuple) else k) for k in mismatched))
             rank_zero_info(
-                f"ftlit: model.backbone's {names} have another shape than this task needs (another label set): "
+                f"ftlit: {field}'s {names} have another shape than this task needs (another label set): "
                 "new ones are trained"
             )
         self._code_files = backbone.pack_code(model, model.config)
-        self.input_names = accepted_inputs(model, tokenizer.model_input_names)
-        return model
+        self.input_names = accepted_inputs(model, list(self.input_names))
+        return model, loading
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The backbone config and tokenizer (and code, for a model with its own) travel inside every checkpoint,
         # so it rebuilds with no network and without the original folder.
         checkpoint["ftlit"] = {"config": self.model.config.to_dict(), "tokenizer": self._tokenizer_files}
+        if getattr(self, "_init_from", None):
+            checkpoint["ftlit"]["init_from"] = self._init_from
         if self._code_files:
             checkpoint["ftlit"]["code"] = self._code_files
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_loader_state(checkpoint)
+        self._init_from = checkpoint.get("ftlit", {}).get("init_from", getattr(self, "_init_from", None))
         saved = checkpoint.get("hyper_parameters", {}).get("label_names")
         if saved != self.label_names:
             raise ConfigError(

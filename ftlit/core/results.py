@@ -1,6 +1,6 @@
 """The files a run writes for scripts, ``ftlit plot`` and ``ftlit report`` to read numbers instead of logs:
-``test-results.json`` (every ``ftlit test``) and ``metric-directions.json`` (every fit). Imports no torch, so the
-readers start fast."""
+``test-results.json`` (every ``ftlit test``), ``metric-directions.json`` (every fit) and ``timing.json``. Imports
+no torch, so the readers start fast."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from typing import Any
 RESULTS = "test-results.json"
 # Whether higher is better for each metric a fit logs, written when it starts: plots and reports read it.
 DIRECTIONS = "metric-directions.json"
+# How long the fit and the test took (callbacks/clock.py).
+TIMING = "timing.json"
 # Bumped when a key changes meaning, so readers can refuse what they do not know.
 FORMAT = 1
 # At most this many points per curve in the file: enough to draw, small on a 100k-row test split.

@@ -1,11 +1,40 @@
-"""Length-grouped batching: batches of similar length waste less compute on padding."""
+"""Training orders that a resumed run draws again: shuffled per (seed, epoch), or length-grouped (batches of
+similar length waste less compute on padding)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
+from typing_extensions import override
+
+
+class EpochShuffle(DistributedSampler):
+    """torch's ``DistributedSampler`` (an order that is a pure function of ``seed + epoch``, sharded by rank), whose
+    order is drawn at the first index taken, not when the iterator is made.
+
+    Lightning, resuming from a checkpoint saved at an epoch's end, makes the loader's iterator (to restore its
+    state) before it calls ``set_epoch`` for the next epoch: an eager ``__iter__`` would repeat the finished
+    epoch's order, and the resumed run would train on other batches than the uninterrupted one.
+    """
+
+    @override
+    def __iter__(self) -> Iterator[int]:
+        yield from super().__iter__()
+
+
+def upgrade_loader_state(checkpoint: dict[str, Any]) -> None:
+    """Let a checkpoint from before :class:`EpochShuffle` resume: its training loader's state holds the position
+    of torchdata's ``RandomSampler`` generator, which no ftlit sampler has now. Without it the loader skips as many
+    rows of the new order as the old run had taken, so the resumed epoch keeps its length (its order is new)."""
+    for loop in (checkpoint.get("loops") or {}).values():
+        states = loop.get("state_dict", {}).get("combined_loader") if isinstance(loop, dict) else None
+        for state in states or []:
+            position = state.get("_sampler_iter_state") if isinstance(state, dict) else None
+            if isinstance(position, dict):
+                position.pop("sampler_iter_state", None)
 
 
 class LengthGroupedSampler(Sampler[int]):

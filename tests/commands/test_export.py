@@ -29,7 +29,7 @@ from ftlit.errors import ConfigError
 TEXTS = [r["text"] for r in toy_rows(10, 7)] + ["good", "the plot was boring", "a very lovely and superb movie ."]
 
 # Only the adapters and the head train: LoRA needs a longer, faster fit for outputs that vary by text.
-LORA_FIT = ["--trainer.max_epochs=3", "--model.learning_rate=3e-2"]
+LORA_FIT = ["--trainer.max_epochs=4", "--model.learning_rate=3e-2"]
 
 
 def fit_and_predict(backbone: str, data: dict[str, str], root: Path, *extra: str) -> list[dict]:

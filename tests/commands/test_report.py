@@ -18,7 +18,7 @@ from conftest import command_error
 from ftlit import cli
 from ftlit.commands.plot import find_versions, merge, unfrozen_steps
 from ftlit.commands.report import REPORT, main, report
-from ftlit.core.results import DIRECTIONS, RESULTS
+from ftlit.core.results import DIRECTIONS, RESULTS, TIMING
 
 pytest.importorskip("matplotlib")  # the `plots` extra
 
@@ -144,6 +144,8 @@ def make_run(
         (root / DIRECTIONS).write_text(json.dumps({**found, "val/brier": False}))
     if results is not None:
         (root / RESULTS).write_text(json.dumps(results, indent=1))
+    fit = {"seconds": 12.5 + 100 * shift, "steps": 30, "epochs": 3, "processes": 2, "finished": "2026-12-02T03:09Z"}
+    (root / TIMING).write_text(json.dumps({"fit": fit, "test": {"seconds": 1.25, "batches_per_process": 2}}))
     return root
 
 
@@ -290,6 +292,8 @@ def test_a_classification_run_has_every_section_with_the_run_s_own_numbers(class
     for shown in ("ftlit.tasks.text.SequenceClassifier", "/abs/run/checkpoints/last.ckpt", "/abs/test.jsonl (30 rows)"):
         assert shown in header
     assert f"neg, {LABEL}" in header and "torch 2.13.0" in header and "2026-12-02T03:10:00+00:00" in header
+    assert "fit time12.5 s for 30 steps (0.417 s/step) on 2 processes, finished 2026-12-02T03:09Z" in header
+    assert "test time1.2 s for 2 batches per process on 1 process which way" in header
 
 
 def test_the_learning_rate_of_a_frozen_group_is_marked_where_it_is_unfrozen(classified):
@@ -309,6 +313,50 @@ def test_a_regression_run_shows_predicted_against_gold(tmp_path):
     tests = page.rows("scores", "test-scores")
     assert {k: value(c[0]) for k, c in tests.items()} == regression_results()["metrics"]
     assert "glue / stsb / validation (11 rows)" in page.text("header")
+
+
+def qa_results() -> dict:
+    """A SQuAD v2.0-style question-answering run's test-results.json."""
+    return {
+        "format": 1,
+        "created": "2026-12-02T03:10:00+00:00",
+        "task": "ftlit.tasks.qa.QuestionAnswering",
+        "ckpt_path": "/abs/qa/checkpoints/last.ckpt",
+        "data": {"file": "/abs/dev.json", "rows": 40},
+        "labels": None,
+        "metrics": {"test/loss": 1.2, "test/exact": 62.5, "test/f1": 70.0, "test/HasAns_f1": 66.0},
+        "higher_is_better": {"test/loss": False, "test/exact": True, "test/f1": True},
+        "by_answer_length": [
+            {"answer_words": "1", "questions": 20, "exact": 75.0, "f1": 80.0},
+            {"answer_words": "4-5", "questions": 12, "exact": 41.6667, "f1": 55.5},
+        ],
+        "by_answerability": [
+            {"group": "has answer", "questions": 32, "exact": 62.5, "f1": 66.0},
+            {"group": "no answer", "questions": 8, "exact": 62.5, "f1": 62.5},
+        ],
+        "versions": {"python": "3.11.9", "ftlit": "0.1.0"},
+    }
+
+
+def test_a_qa_run_shows_scores_by_answer_length_and_answerability(tmp_path):
+    config = CONFIG.replace("text.SequenceClassifier", "qa.QuestionAnswering")
+    results = qa_results()
+    text, page = read_page(report([str(make_run(tmp_path / "qa", results, config=config))]))
+    assert {"answer-length", "answerability"} <= set(page.ids)
+    assert not {"confusion", "roc", "per-class", "regression"} & set(page.ids)
+    assert_self_contained(text, page)
+    assert len(page.images) == 5  # loss, val metrics, learning rates, l2sp, scores by answer length
+    lengths = page.rows("answer-length", "qa-answer-words")
+    assert {k: [value(c) for c in v] for k, v in lengths.items()} == {
+        g["answer_words"]: [g["questions"], g["exact"], g["f1"]] for g in results["by_answer_length"]
+    }
+    groups = page.rows("answerability", "qa-group")
+    assert [value(c) for c in groups["no answer"]] == [8, 62.5, 62.5] and list(groups) == ["has answer", "no answer"]
+
+    # Without test results, the task's sections say how to get them.
+    bare = make_run(tmp_path / "bare", None, config=config)
+    _, page = read_page(report([str(bare)]))
+    assert page.text("answer-length").endswith("no test results: run ftlit test")
 
 
 def test_a_run_without_test_results_says_how_to_get_them(tmp_path):
@@ -361,6 +409,7 @@ def test_two_runs_side_by_side(classified, tmp_path, capsys):
     assert table["1: run"]["best val/acc"] == 0.9 and table["2: second"]["best val/acc"] == pytest.approx(0.95)
     assert table["1: run"]["test/acc"] == 0.8667 and table["2: second"]["test/acc"] == 0.7
     assert table["2: second"]["best val/brier"] == 0.1
+    assert table["1: run"]["fit time (s)"] == 12.5 and table["2: second"]["fit time (s)"] == pytest.approx(17.5)
     # 1 comparison figure, then each run's 8
     assert len(page.images) == 17
 

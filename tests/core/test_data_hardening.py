@@ -443,3 +443,14 @@ def test_a_folder_where_a_file_is_expected(tiny_bert, toy_data, tmp_path, capsys
         f"data.test_file: '{empty}' is a folder, not a file: give the path of a data file "
         "(.csv, .tsv, .json, .jsonl, .parquet)"
     )
+
+
+def test_too_few_training_rows_to_hold_out_validation(tiny_bert, tmp_path, capsys):
+    train = str(write_jsonl(tmp_path / "one.jsonl", toy_rows(1, 0)))
+    err = fit_error(tiny_bert, {"train_file": train}, tmp_path, capsys)
+    assert err == (
+        "data.val_fraction: 1 training rows leave none to train on once 0.1 of them are held out for validation: "
+        "give more rows, a validation_file, or val_fraction: 0"
+    )
+    dm = ClassificationDataModule(tokenizer=tiny_bert, train_file=train, val_fraction=0)
+    assert len(dm.raw["train"]) == 1 and "validation" not in dm.raw

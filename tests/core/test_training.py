@@ -13,6 +13,7 @@ from helpers.runs import TESTS
 
 from conftest import cli_args, column, make_tiny_bert, read_metrics, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
+from ftlit.core.samplers import EpochShuffle
 from ftlit.tasks.text import SequenceClassifier
 
 
@@ -70,6 +71,12 @@ def test_resume_from_last_in_a_new_process_continues(tiny_bert, toy_data, tmp_pa
     FtlitCLI(args=base)
     first = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
     assert first["global_step"] == 12 and first["epoch"] == 0
+    timing = json.loads((root / "timing.json").read_text())["fit"]
+    assert timing["steps"] == 12 and timing["seconds"] > 0 and timing["processes"] == 1
+    # The fit's time so far is in the checkpoint and carries over: an hour spent before the interruption counts.
+    assert first["callbacks"]["RunClock"]["time_elapsed"]["train"] > 0
+    first["callbacks"]["RunClock"]["time_elapsed"]["train"] = 3600.0
+    torch.save(first, root / "checkpoints" / "last.ckpt")
 
     # A second process, as after a crash: a new logger version must not hide `last`.
     resume = [*base, "--trainer.max_epochs=2", "--ckpt_path=last"]
@@ -77,12 +84,41 @@ def test_resume_from_last_in_a_new_process_continues(tiny_bert, toy_data, tmp_pa
     subprocess.run([sys.executable, "-c", code], check=True, cwd=TESTS, capture_output=True)
     second = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
     assert second["global_step"] == 24 and second["epoch"] == 1
+    timing = json.loads((root / "timing.json").read_text())["fit"]
+    assert timing["steps"] == 24 and 3600 < timing["seconds"] < 3600 + 600
     # The optimizer state was restored, not rebuilt: Adam's step count kept counting from 12.
     steps = {int(s["step"]) for s in second["optimizer_states"][0]["state"].values()}
     assert steps == {24}
     assert second["lr_schedulers"][0]["last_epoch"] == 24
     metrics = [r for r in read_metrics(root) if r.get("train/loss")]
     assert min(int(r["step"]) for r in metrics) >= 12  # the second run logged only the new steps
+
+
+def test_epoch_shuffle_draws_its_order_when_the_first_index_is_taken():
+    sampler = EpochShuffle(list(range(40)), num_replicas=1, rank=0, shuffle=True, seed=3)
+    orders = {}
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        orders[epoch] = list(sampler)
+    assert orders[0] != orders[1] and sorted(orders[1]) == list(range(40))
+    # Lightning resuming at an epoch's end makes the iterator first, then sets the next epoch.
+    sampler.set_epoch(0)
+    made = iter(sampler)
+    sampler.set_epoch(1)
+    assert list(made) == orders[1]
+
+
+def test_a_run_resumed_from_an_epoch_s_end_ends_with_the_same_weights(tiny_bert, toy_data, tmp_path):
+    # A constant schedule: stopping after the first of 2 epochs changes nothing but the stop.
+    args = cli_args(tiny_bert, toy_data, tmp_path / "whole", "--model.scheduler=constant")
+    FtlitCLI(args=["fit", *args])
+    resumed = [a.replace("whole", "resumed") for a in args]
+    FtlitCLI(args=["fit", *resumed, "--trainer.max_epochs=1"])
+    FtlitCLI(args=["fit", *resumed, "--ckpt_path=last"])
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=True) for r in ("whole", "resumed"))
+    assert a["global_step"] == b["global_step"] == 24
+    for key in a["state_dict"]:
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
 
 
 def test_checkpoint_rebuilds_offline_without_the_model_folder(toy_data, tmp_path):
@@ -110,6 +146,9 @@ def test_validate_and_test_subcommands_use_the_best_checkpoint(tiny_bert, toy_da
     cli = FtlitCLI(args=["test", *args, "--ckpt_path=best"])
     results = cli.trainer.callback_metrics
     assert {"test/acc", "test/f1", "test/loss"} <= set(results)
+    timing = json.loads((root / "timing.json").read_text())
+    assert timing["fit"]["steps"] == 24 and timing["test"]["batches_per_process"] == 4  # the fit's entry is kept
+    assert timing["test"]["seconds"] > 0
 
 
 def test_predict_writes_rows_in_input_order_and_never_overwrites(tiny_bert, toy_data, tmp_path, capsys):

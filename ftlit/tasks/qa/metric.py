@@ -29,7 +29,7 @@ from ftlit.tasks.qa.answers import choose_answers
 
 T = TypeVar("T")
 
-__all__ = ["SquadMetric", "exact_match", "f1", "normalize_answer"]
+__all__ = ["SquadBreakdown", "SquadMetric", "exact_match", "f1", "normalize_answer"]
 
 # Metric states and their dtypes, in the order of SquadMetric.update's arguments.
 _STATE_DTYPES = {
@@ -302,6 +302,26 @@ class SquadMetric(Metric):
         """
         return self._synced(self._choose)
 
+    def example_scores(self) -> list[tuple[float, float]]:
+        """Exact match and F1 (fractions in ``[0, 1]``) of every example, in example order, from the current (local
+        or synced) states; an example without rows scores ``(0, 0)``, with a warning giving their number."""
+        predictions = self._decode()
+        missing = len(self.answers) - len(predictions)
+        if missing:
+            rank_zero_warn(f"SquadMetric: {missing} of {len(self.answers)} examples have no candidate rows; scored 0.")
+        scores = []
+        for i, truths in enumerate(self.answers):
+            if i in predictions:
+                scores.append(
+                    (
+                        exact_match(predictions[i], truths, version_2=self.version_2),
+                        f1(predictions[i], truths, version_2=self.version_2),
+                    )
+                )
+            else:
+                scores.append((0.0, 0.0))
+        return scores
+
     @override
     def compute(self) -> dict[str, Tensor]:
         """Exact match and F1 in percent over all examples, as the official scripts report them.
@@ -310,21 +330,7 @@ class SquadMetric(Metric):
             ``exact`` and ``f1``; with ``version_2`` also ``HasAns_exact``, ``HasAns_f1``, ``NoAns_exact``,
             ``NoAns_f1`` for each group that has examples; float scalar tensors in ``[0, 100]``.
         """
-        predictions = self._decode()
-        missing = len(self.answers) - len(predictions)
-        if missing:
-            rank_zero_warn(f"SquadMetric: {missing} of {len(self.answers)} examples have no candidate rows; scored 0.")
-
-        exact: list[float] = []
-        f1s: list[float] = []
-        for i, truths in enumerate(self.answers):
-            if i in predictions:
-                exact.append(exact_match(predictions[i], truths, version_2=self.version_2))
-                f1s.append(f1(predictions[i], truths, version_2=self.version_2))
-            else:
-                exact.append(0.0)
-                f1s.append(0.0)
-
+        scores = self.example_scores()
         groups = {"": range(len(self.answers))}
         if self.version_2:
             groups["HasAns_"] = [i for i, truths in enumerate(self.answers) if truths]
@@ -332,10 +338,61 @@ class SquadMetric(Metric):
         result: dict[str, Tensor] = {}
         for prefix, members in groups.items():
             if members:
-                result[f"{prefix}exact"] = self._percent(sum(exact[i] for i in members) / len(members))
-                result[f"{prefix}f1"] = self._percent(sum(f1s[i] for i in members) / len(members))
+                exact, f1s = _means(scores, members)
+                result[f"{prefix}exact"] = self._percent(exact)
+                result[f"{prefix}f1"] = self._percent(f1s)
         return result
 
     def _percent(self, fraction: float) -> Tensor:
         """``100 * fraction`` as a float32 scalar on the metric's device."""
         return torch.tensor(100.0 * fraction, dtype=torch.float, device=self.device)
+
+
+class SquadBreakdown(SquadMetric):
+    """:class:`SquadMetric`'s exact match and F1 per group of questions, for ``test-results.json``: by the length of
+    the gold answer (words of the first gold answer, normalized as the official scripts do) and, with SQuAD v2.0
+    data, by whether the question has an answer. Updated and synced exactly like :class:`SquadMetric`."""
+
+    @override
+    def compute(self) -> dict[str, list[dict[str, Any]]]:  # type: ignore[override]
+        """``by_answer_length``: rows ``{"answer_words", "questions", "exact", "f1"}`` (percent), shortest first,
+        answerable questions only; ``by_answerability``: rows ``{"group", "questions", "exact", "f1"}`` ("has
+        answer", "no answer"), groups without questions left out."""
+        scores = self.example_scores()
+        lengths: dict[str, list[int]] = {name: [] for name, _, _ in ANSWER_LENGTHS}
+        for i, truths in enumerate(self.answers):
+            if truths:
+                words = len(normalize_answer(truths[0]).split())
+                name = next(n for n, low, high in ANSWER_LENGTHS if low <= words <= high)
+                lengths[name].append(i)
+        answerable = {
+            "has answer": [i for i, truths in enumerate(self.answers) if truths],
+            "no answer": [i for i, truths in enumerate(self.answers) if not truths],
+        }
+
+        def rows(key: str, groups: dict[str, list[int]]) -> list[dict[str, Any]]:
+            out = []
+            for name, members in groups.items():
+                if members:
+                    exact, f1s = _means(scores, members)
+                    out.append({key: name, "questions": len(members), "exact": 100 * exact, "f1": 100 * f1s})
+            return out
+
+        return {"by_answer_length": rows("answer_words", lengths), "by_answerability": rows("group", answerable)}
+
+
+# Gold answer lengths, in words, that the breakdown groups questions by: (name, shortest, longest).
+ANSWER_LENGTHS = (
+    ("0", 0, 0),  # an answer that normalizes to nothing (only punctuation or articles)
+    ("1", 1, 1),
+    ("2", 2, 2),
+    ("3", 3, 3),
+    ("4-5", 4, 5),
+    ("6-10", 6, 10),
+    ("11+", 11, 1 << 30),
+)
+
+
+def _means(scores: list[tuple[float, float]], members: Sequence[int]) -> tuple[float, float]:
+    """Mean exact match and F1 (fractions) of the ``members`` examples."""
+    return (sum(scores[i][0] for i in members) / len(members), sum(scores[i][1] for i in members) / len(members))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from transformers import AutoModelForQuestionAnswering, PretrainedConfig
 from typing_extensions import override
 
@@ -31,7 +31,7 @@ from ftlit.tasks.qa.data import (
     WINDOW_EXAMPLE,
     QuestionAnsweringDataModule,
 )
-from ftlit.tasks.qa.metric import SquadMetric
+from ftlit.tasks.qa.metric import SquadBreakdown, SquadMetric
 
 # Which split each evaluation stage scores.
 _SPLITS = {"val": "validation", "test": "test"}
@@ -85,17 +85,30 @@ class QuestionAnswering(FineTuneModule):
     def build_metrics(self, stage: Literal["val", "test"]) -> MetricCollection:
         """SQuAD exact match and F1 (with SQuAD v2.0 data, also per has-answer / no-answer group) over the split's
         examples, which the data module holds: built at :meth:`setup`, once the data is there."""
+        return MetricCollection({"squad": self._squad(SquadMetric, stage)})
+
+    @override
+    def build_test_details(self) -> dict[str, Metric]:
+        return {"squad": self._squad(SquadBreakdown, "test")}
+
+    @override
+    def describe_test_details(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``by_answer_length`` and ``by_answerability``: exact match and F1 per group of questions
+        (:class:`~ftlit.tasks.qa.metric.SquadBreakdown`)."""
+        return dict(values["squad"])
+
+    def _squad(self, kind: type[SquadMetric], stage: Literal["val", "test"]) -> SquadMetric:
+        """A SQuAD metric of the split's examples, which the data module holds."""
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if not isinstance(datamodule, QuestionAnsweringDataModule):
             raise ConfigError("data.class_path", "QuestionAnswering needs ftlit.tasks.qa.QuestionAnsweringDataModule")
         contexts, answers = datamodule.examples(_SPLITS[stage])
-        squad = SquadMetric(
+        return kind(
             contexts,
             answers,
             version_2=datamodule.version_2_with_negative,
             null_threshold=self.hparams.null_score_diff_threshold,
         )
-        return MetricCollection({"squad": squad})
 
     @override
     def setup(self, stage: str) -> None:

@@ -25,11 +25,12 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from transformers import AutoModelForSequenceClassification, PretrainedConfig
 from typing_extensions import override
 
+from ftlit.core.adversarial import DomainHead, DomainSchedule, reversal_scale
 from ftlit.core.datamodule import META
 from ftlit.core.labels import column_error, label_set, sort_names, unknown_labels, warn_near_duplicates
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError
-from ftlit.tasks.text.data import ROW, TargetEncoder, TextDataModule, label_text
+from ftlit.tasks.text.data import DOMAIN, ROW, TargetEncoder, TextDataModule, label_text
 from ftlit.tasks.text.evaluation import (
     CALIBRATION_BINS,
     Mistakes,
@@ -38,22 +39,82 @@ from ftlit.tasks.text.evaluation import (
     mistakes,
 )
 
+# The label of a training row without one (a target-domain row): cross-entropy's default ignore_index.
+IGNORE_INDEX = -100
+
 
 class ClassificationDataModule(TextDataModule):
     """Text (or text-pair) classification, one label per row, from local files or a Hub dataset."""
 
-    def __init__(self, label_column: str = "label", labels: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        label_column: str = "label",
+        labels: list[str] | None = None,
+        domain_column: str | None = None,
+        target_domain: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             label_column: Column holding the label (string or integer).
             labels: Label names in id order; by default discovered from the train split, sorted.
+            domain_column: Column naming each training row's domain (e.g. ``source``), for domain-adversarial
+                training (``model.domain_weight``).
+            target_domain: The domain (a value of ``domain_column``) to adapt to: its training rows are used
+                without their labels (which may be empty), only to train the domain classifier; it is left out of a
+                validation split carved from train.
             **kwargs: Text columns and shared data options: see ``TextDataModule`` and ``TaskDataModule``.
         """
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.check_target_columns("label_column", [label_column])
+        if (domain_column is None) != (target_domain is None):
+            missing = "target_domain" if target_domain is None else "domain_column"
+            raise ConfigError(f"data.{missing}", "domain-adversarial data needs both domain_column and target_domain")
+        if domain_column is not None:
+            self.check_target_columns("domain_column", [domain_column])
+            if domain_column == label_column:
+                raise ConfigError("data.domain_column", f"'{domain_column}' is also data.label_column: name another")
         self.label_column = label_column
         self.given_labels = labels
+        self.domain_column = domain_column
+        self.target_domain = target_domain
+
+    @cached_property
+    def raw(self) -> dict[str, datasets.Dataset]:
+        """The splits; with a ``domain_column``, the train split's rows get a domain (1 for ``target_domain``, whose
+        labels are dropped), and a validation split carved from train keeps the source domains only."""
+        splits = dict(super().raw)
+        if self.domain_column is None or "train" not in splits:
+            return splits
+        column, target = self.domain_column, str(self.target_domain)
+        train = splits["train"]
+        if column not in train.column_names:
+            raise column_error("data.domain_column", column, "train", train)
+        domains = [str(v) for v in train[column]]
+        if target not in domains:
+            seen = ", ".join(sorted(set(domains))[:10])
+            raise ConfigError(
+                "data.target_domain", f"no train row has {column} '{target}': the train split's domains are {seen}"
+            )
+        if all(d == target for d in domains):
+            raise ConfigError("data.target_domain", f"every train row is of '{target}': no labelled source rows")
+        label = self.label_column
+        splits["train"] = train.map(
+            lambda row: {
+                DOMAIN: int(str(row[column]) == target),
+                label: None if str(row[column]) == target else row[label],
+            },
+            desc="Marking domains",
+            keep_in_memory=True,
+            load_from_cache_file=False,
+        )
+        carved = self.files["validation"] is None and self.dataset is None
+        if carved and "validation" in splits:
+            splits["validation"] = splits["validation"].filter(
+                lambda row: str(row[column]) != target, keep_in_memory=True, load_from_cache_file=False
+            )
+        return splits
 
     @cached_property
     def label_names(self) -> list[str]:
@@ -99,6 +160,8 @@ class ClassificationDataModule(TextDataModule):
                 )
 
     def check_targets(self, split: str, ds: datasets.Dataset) -> None:
+        if DOMAIN in ds.column_names:  # target-domain rows train without labels
+            ds = ds.filter(lambda row: row[DOMAIN] == 0, keep_in_memory=True, load_from_cache_file=False)
         self._check_label_values(split, ds)
         to_name = label_text(ds.features[self.label_column])
         names = [to_name(v) for v in ds[self.label_column]]
@@ -110,12 +173,14 @@ class ClassificationDataModule(TextDataModule):
             raise error
 
     def target_fields(self) -> dict[str, Any]:
-        return {"label": self.label_column, "labels": self.label_names}
+        domains = {"domain": [self.domain_column, self.target_domain]} if self.domain_column else {}
+        return {"label": self.label_column, "labels": self.label_names, **domains}
 
     def target_encoder(self, ds: datasets.Dataset) -> TargetEncoder:
+        """Label ids; a target-domain training row (no label) gets -100, which the loss ignores."""
         label2id = {name: i for i, name in enumerate(self.label_names)}
         to_name, column = label_text(ds.features[self.label_column]), self.label_column
-        return lambda batch: [label2id[to_name(v)] for v in batch[column]]
+        return lambda batch: [IGNORE_INDEX if v is None else label2id[to_name(v)] for v in batch[column]]
 
 
 class SequenceClassifier(FineTuneModule):
@@ -129,6 +194,8 @@ class SequenceClassifier(FineTuneModule):
         *args: Any,
         label_smoothing: float = 0.0,
         class_weights: list[float] | Literal["balanced"] | None = None,
+        domain_weight: float | None = None,
+        domain_schedule: DomainSchedule = "dann",
         **kwargs: Any,
     ) -> None:
         """
@@ -136,12 +203,25 @@ class SequenceClassifier(FineTuneModule):
             label_smoothing: Cross-entropy label smoothing (0 turns it off; 0.1 is common).
             class_weights: Loss weight per label (in label order), or ``balanced`` for ``n / (labels * count)``
                 from the train split's label counts.
+            domain_weight: Domain-adversarial training (DANN, Ganin et al. 2016) with this strength of the gradient
+                reversal (1.0 as in the paper); needs ``data.domain_column`` and ``data.target_domain``. A domain
+                classifier on the [CLS] representation learns to tell the target domain's rows from the source's,
+                and the encoder is trained against it. ``null``: off.
+            domain_schedule: How the reversal's strength grows: ``dann`` ramps it from 0 to ``domain_weight`` as
+                ``2 / (1 + exp(-10 p)) - 1`` over training progress ``p``, as in the paper; ``constant`` holds it.
             *args: Shared model options: see ``FineTuneModule``.
             **kwargs: Shared model options: see ``FineTuneModule``.
         """
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing", f"must be in [0, 1), got {label_smoothing}")
+        if domain_weight is not None and not (domain_weight >= 0 and math.isfinite(domain_weight)):
+            raise ConfigError(
+                "model.domain_weight", f"must be >= 0 (1.0 as in the paper; null: off), got {domain_weight}"
+            )
+        if domain_schedule not in ("dann", "constant"):
+            raise ConfigError("model.domain_schedule", f"must be dann or constant, got {domain_schedule!r}")
         super().__init__(*args, **kwargs)
+        self.domain_head = None if domain_weight is None else DomainHead(self.model.config.hidden_size)
         if isinstance(class_weights, list) and len(class_weights) != self.num_labels:
             raise ConfigError("model.class_weights", f"{len(class_weights)} weights for {self.num_labels} labels")
         if isinstance(class_weights, list) and not all(w >= 0 and math.isfinite(w) for w in class_weights):
@@ -202,22 +282,69 @@ class SequenceClassifier(FineTuneModule):
         return config
 
     @override
+    def check_data(self, datamodule: Any) -> None:
+        if self.domain_head is not None and getattr(datamodule, "domain_column", None) is None:
+            raise ConfigError(
+                "model.domain_weight", "domain-adversarial training needs data.domain_column and data.target_domain"
+            )
+
+    @override
     def on_fit_start(self) -> None:
         super().on_fit_start()
         weights = self.hparams.class_weights
         if weights == "balanced":
             # n / (classes * count): the weighting scikit-learn calls "balanced".
-            counts = torch.bincount(
-                torch.tensor(self.trainer.datamodule.datasets["train"]["labels"]), minlength=self.num_labels
-            )
+            labels = torch.tensor(self.trainer.datamodule.datasets["train"]["labels"])
+            counts = torch.bincount(labels[labels != IGNORE_INDEX], minlength=self.num_labels)  # labelled rows
             weights = (counts.sum() / (self.num_labels * counts.clamp(min=1))).tolist()
         if weights is not None:
             self.class_weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(
-            logits.float(), batch["labels"], weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
+        """Cross-entropy over the rows with a label (a target-domain training row has none: -100); 0 for a batch
+        with none, kept on the device (no host sync)."""
+        labels = batch["labels"]
+        per_row = F.cross_entropy(
+            logits.float(),
+            labels,
+            weight=self.class_weight,
+            label_smoothing=self.hparams.label_smoothing,
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
         )
+        # The mean cross-entropy takes: the sum over the weights of the labelled rows.
+        labelled = labels != IGNORE_INDEX
+        weights = labelled.float() if self.class_weight is None else self.class_weight[labels.clamp(min=0)] * labelled
+        return per_row.sum() / weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
+
+    @override
+    def training_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The classification loss, and with ``domain_weight`` the domain classifier's cross-entropy, whose
+        gradient reaches the encoder reversed (``train/domain_loss``, ``train/domain_acc``, ``train/domain_scale``)."""
+        if self.domain_head is None:
+            return super().training_loss(batch)
+        domains = batch[META][DOMAIN]  # on_fit_start checked that the data has them
+        out = self.model(**self.model_inputs(batch), output_hidden_states=True)
+        progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
+        scale = reversal_scale(self.hparams.domain_weight, self.hparams.domain_schedule, progress)
+        domain_logits = self.domain_head(out.hidden_states[-1][:, 0], scale)
+        domain_loss = F.cross_entropy(domain_logits.float(), domains)
+        n = domains.shape[0]
+        self.log("train/domain_loss", domain_loss, batch_size=n)
+        self.log("train/domain_acc", (domain_logits.argmax(-1) == domains).float().mean(), batch_size=n)
+        self.log("train/domain_scale", scale, batch_size=n)
+        return self.loss(out.logits, batch), domain_loss
+
+    @override
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The backbone's and head's groups, and the domain classifier's (at the head's learning rate)."""
+        groups = super().param_groups()
+        if self.domain_head is not None:
+            lr, decay = self.hparams.head_lr or self.hparams.learning_rate, self.hparams.weight_decay
+            for key, plain in (("domain", False), ("domain/no_decay", True)):
+                params = [p for n, p in self.domain_head.named_parameters() if n.endswith("bias") == plain]
+                groups.append({"name": key, "params": params, "lr": lr, "weight_decay": 0.0 if plain else decay})
+        return groups
 
     def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
         # Probabilities, not the argmax: AUROC, average precision and calibration need them. Test rows' indices go to

@@ -21,6 +21,8 @@ from ftlit.errors import ConfigError
 
 # A test row's index in its split (under ``batch[META]``), for naming the inputs a test got wrong.
 ROW = "row"
+# A training row's domain (0: labelled source, 1: unlabelled target), for domain-adversarial training.
+DOMAIN = "domain"
 # Turns a batch of raw rows (``{column: values}``) into one target per row.
 TargetEncoder = Callable[[dict[str, list]], list]
 
@@ -152,6 +154,8 @@ class TextDataModule(TaskDataModule):
                 out["labels"] = targets(batch)
             if rows is not None:
                 out[ROW] = rows
+            if DOMAIN in batch:
+                out[DOMAIN] = batch[DOMAIN]
             return out
 
         # Test rows keep their index in the split, so a test can name the inputs it got wrong.
@@ -162,11 +166,12 @@ class TextDataModule(TaskDataModule):
         return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        """Pad rows into a batch; test rows' indices in their split go under ``META``."""
-        if ROW not in features[0]:
+        """Pad rows into a batch; test rows' indices in their split and training rows' domains go under ``META``."""
+        meta = [k for k in (ROW, DOMAIN) if k in features[0]]
+        if not meta:
             return self._collator(features)
-        batch = self._collator([{k: v for k, v in f.items() if k != ROW} for f in features])
-        batch[META] = {ROW: torch.tensor([f[ROW] for f in features])}
+        batch = self._collator([{k: v for k, v in f.items() if k not in meta} for f in features])
+        batch[META] = {k: torch.tensor([f[k] for f in features]) for k in meta}
         return batch
 
     def row_text(self, split: str) -> Callable[[int], tuple[str, str | None]]:

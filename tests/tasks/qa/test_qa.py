@@ -602,6 +602,17 @@ def test_test_and_predict_agree_with_each_other(trained):
     exact = [exact_match(p["answer"], r["answers"]["text"]) for p, r in zip(predictions, gold, strict=True)]
     assert 100 * sum(exact) / len(exact) == pytest.approx(results["test/exact"], abs=1e-4)
 
+    # test-results.json breaks the same answers down by gold answer length and answerability.
+    written = json.loads((trained["root"] / "test-results.json").read_text())
+    by_length = written["by_answer_length"]
+    answerable = [e for e, r in zip(exact, gold, strict=True) if r["answers"]["text"]]
+    assert sum(g["questions"] for g in by_length) == len(answerable)
+    mean_exact = sum(g["exact"] * g["questions"] for g in by_length) / len(answerable)
+    assert mean_exact == pytest.approx(100 * sum(answerable) / len(answerable), abs=1e-4)
+    groups = {g["group"]: g for g in written["by_answerability"]}
+    assert groups["has answer"]["f1"] == pytest.approx(results["test/HasAns_f1"], abs=1e-4)
+    assert groups["no answer"]["exact"] == pytest.approx(results["test/NoAns_exact"], abs=1e-4)
+
 
 def test_ddp_scores_and_predictions_equal_a_single_process(tiny_bert, tmp_path):
     # 21 questions (odd), most with 2-3 windows: consecutive windows go to different ranks, so every long example is

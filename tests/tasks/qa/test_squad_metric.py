@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ftlit.tasks.qa.answers import best_spans, null_score
-from ftlit.tasks.qa.metric import SquadMetric, exact_match, f1, normalize_answer
+from ftlit.tasks.qa.metric import SquadBreakdown, SquadMetric, exact_match, f1, normalize_answer
 
 # --- The official scripts' scoring functions, transcribed verbatim (modulo formatting) as references. ---
 
@@ -368,6 +368,25 @@ def test_has_ans_and_no_ans_split() -> None:
             "NoAns_f1": 50.0,
         }
     )
+
+
+def test_breakdown_scores_each_answer_length_and_answerability_group() -> None:
+    contexts = ["Paris is the capital of France.", "The big red dog barked loudly.", "Nothing here.", "Or here."]
+    answers = [["Paris"], ["the big red dog"], [], []]  # "the" is not a word of the answer once normalized
+    rows = _rows((0, 0, 5, 5.0, 0.0), (1, 8, 22, 5.0, 0.0), (2, 0, 7, 1.0, 4.0), (3, 0, 2, 5.0, 0.0))
+    metric, breakdown = SquadMetric(contexts, answers, version_2=True), SquadBreakdown(contexts, answers, True)
+    metric.update(*rows)
+    breakdown.update(*rows)
+    overall, groups = _values(metric.compute()), breakdown.compute()
+    assert groups["by_answer_length"] == [
+        {"answer_words": "1", "questions": 1, "exact": 100.0, "f1": 100.0},
+        {"answer_words": "3", "questions": 1, "exact": 0.0, "f1": pytest.approx(100 * 2 / 3)},
+    ]
+    # The answerability groups are the logged HasAns_/NoAns_ scores.
+    has, no = groups["by_answerability"]
+    assert (has["group"], has["questions"], no["group"], no["questions"]) == ("has answer", 2, "no answer", 2)
+    assert (has["exact"], has["f1"]) == pytest.approx((overall["HasAns_exact"], overall["HasAns_f1"]))
+    assert (no["exact"], no["f1"]) == pytest.approx((overall["NoAns_exact"], overall["NoAns_f1"]))
 
 
 def test_groups_without_examples_are_left_out() -> None:

@@ -1,0 +1,52 @@
+"""How long a run took: Lightning's Timer without a limit, always on, written to ``timing.json`` in the run folder."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Timer
+from typing_extensions import override
+
+from ftlit.core.results import TIMING, write_json
+
+
+class RunClock(Timer):
+    """The fit's and the test's wall-clock time, in ``<root>/timing.json`` for ``ftlit report`` and scripts.
+
+    A subclass, so that a user's own ``Timer`` (or ``trainer.max_time``) keeps its limit beside it. The fit's time
+    is in every checkpoint (Timer's state), so a resumed fit reports the time of all its parts, up to the last save
+    before each interruption.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(duration=None)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._write(trainer, "fit", self.time_elapsed("train"), steps=trainer.global_step, epochs=trainer.current_epoch)
+
+    @override
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_test_end(trainer, pl_module)
+        batches = sum(int(n) for n in trainer.num_test_batches)
+        self._write(trainer, "test", self.time_elapsed("test"), batches_per_process=batches)
+
+    def _write(self, trainer: pl.Trainer, stage: str, seconds: float, **counts: Any) -> None:
+        """Add ``stage``'s entry to the run's timing file (rank 0), keeping the other stage's."""
+        if not trainer.is_global_zero:
+            return
+        path = Path(trainer.default_root_dir) / TIMING
+        try:
+            timing = json.loads(path.read_text())
+        except (OSError, ValueError):
+            timing = {}
+        if not isinstance(timing, dict):
+            timing = {}
+        finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        timing[stage] = {"seconds": seconds, **counts, "processes": trainer.world_size, "finished": finished}
+        write_json(path, timing)
