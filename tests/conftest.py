@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,21 @@ def toy_data(tmp_path) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FTLIT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run a module's in-process ``ftlit`` commands on one torch thread, and restore the count after.
+
+    The tiny model gains nothing from a second intra-op thread: on 2 busy cores the two wait on each other, and a
+    run takes up to twice the time.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # A model that ships its own code (trust_remote_code): its configuration and modeling files.

@@ -4,21 +4,17 @@ predictions equal a single process's."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from helpers.ner import fit_args, toy_ner_rows, write_conll
-from helpers.runs import TESTS, ftlit, last_metrics
+from helpers.runs import every_rank_ran, ftlit_job, last_metrics
 from helpers.text import FAST, MULTI_LABEL, REGRESSION, REGRESSION_FIT, read_jsonl, scored_rows, tagged_rows
 
 from conftest import cli_args, write_jsonl
-from ftlit.cli import FtlitCLI, main
+from ftlit.cli import FtlitCLI
 
 DDP = ("--trainer.strategy=ddp", "--trainer.devices=2")
 # Odd on purpose: 41 validation sentences and 17 texts to tag do not split evenly over 2 ranks, and with 4 rows a
@@ -39,8 +35,12 @@ def predict_texts(n: int, seed: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tiny_bert, tmp_path_factory) -> dict:
-    """One short NER fit; the checkpoint and data that the tests below evaluate with 1 and with 2 processes."""
+def ner_runs(tiny_bert, tmp_path_factory, one_torch_thread) -> dict:
+    """One short NER fit, then `validate` and `predict` of its checkpoint in this process.
+
+    Returns the texts to tag, the run folders (``validate-one``, ``validate-two``, ``predict-one``,
+    ``predict-two``) and ``ddp``: the 2-process commands that write the ``-two`` folders, for `ddp_job` to run.
+    """
     tmp = tmp_path_factory.mktemp("ner-ddp")
     texts = predict_texts(N_PREDICT, 3)
     data = {
@@ -56,41 +56,29 @@ def ddp_run(tiny_bert, tmp_path_factory) -> dict:
     FtlitCLI(args=["fit", *fit_args(tiny_bert, root, data, "--trainer.max_epochs=1", "--data.batch_size=8")])
     ckpt = root / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 12
-    return {"data": data, "ckpt": str(ckpt), "texts": texts, "tmp": tmp}
+    runs: dict = {"texts": texts, "ddp": []}
+    for stage in ("validate", "predict"):
+        runs[f"{stage}-one"], runs[f"{stage}-two"] = tmp / f"{stage}-one", tmp / f"{stage}-two"
+        FtlitCLI(args=[stage, *fit_args(tiny_bert, runs[f"{stage}-one"], data), f"--ckpt_path={ckpt}"])
+        runs["ddp"].append([stage, *fit_args(tiny_bert, runs[f"{stage}-two"], data, *DDP), f"--ckpt_path={ckpt}"])
+    return runs
 
 
-def args(tiny_bert: str, run: dict, root: Path, *extra: str) -> list[str]:
-    return [*fit_args(tiny_bert, root, run["data"], *extra), f"--ckpt_path={run['ckpt']}"]
-
-
-@pytest.fixture(scope="module")
-def validated(tiny_bert, ddp_run) -> dict[str, Path]:
-    """`ftlit validate` of the checkpoint in this process and under DDP: the run folder of each."""
-    one, two = ddp_run["tmp"] / "validate-one", ddp_run["tmp"] / "validate-two"
-    FtlitCLI(args=["validate", *args(tiny_bert, ddp_run, one)])
-    ftlit("validate", *args(tiny_bert, ddp_run, two, *DDP))
-    return {"one": one, "two": two}
-
-
-def test_ddp_validation_entity_scores_equal_a_single_process(validated):
-    one, two = validated["one"], validated["two"]
+def test_ddp_validation_entity_scores_equal_a_single_process(ner_runs, ddp_job):
+    one, two = ner_runs["validate-one"], ner_runs["validate-two"]
     assert 0.0 < last_metrics(one, "val/f1") < 1.0, "a trivial score would hide a lost or repeated sentence"
     for key in ("val/precision", "val/recall", "val/f1"):
         assert last_metrics(two, key) == pytest.approx(last_metrics(one, key), abs=1e-6), key
 
 
-def test_ddp_validation_loss_equals_a_single_process(validated):
-    one, two = validated["one"], validated["two"]
+def test_ddp_validation_loss_equals_a_single_process(ner_runs, ddp_job):
+    one, two = ner_runs["validate-one"], ner_runs["validate-two"]
     assert last_metrics(two, "val/loss") == pytest.approx(last_metrics(one, "val/loss"), abs=1e-6)
 
 
-def test_ddp_predict_writes_entities_in_input_order_like_a_single_process(tiny_bert, ddp_run):
-    one, two = ddp_run["tmp"] / "predict-one", ddp_run["tmp"] / "predict-two"
-    FtlitCLI(args=["predict", *args(tiny_bert, ddp_run, one)])
-    ftlit("predict", *args(tiny_bert, ddp_run, two, *DDP))
-    single = [json.loads(line) for line in (one / "predictions.jsonl").read_text().splitlines()]
-    multi = [json.loads(line) for line in (two / "predictions.jsonl").read_text().splitlines()]
-    texts = ddp_run["texts"]
+def test_ddp_predict_writes_entities_in_input_order_like_a_single_process(ner_runs, ddp_job):
+    single, multi = (read_jsonl(ner_runs[f"predict-{n}"] / "predictions.jsonl") for n in ("one", "two"))
+    texts = ner_runs["texts"]
     assert len(multi) == len(single) == N_PREDICT
     assert sum(len(r["entities"]) for r in multi) > 0
     # Row i belongs to input i: one tag per word of text i, and every entity's offsets point into text i.
@@ -105,27 +93,6 @@ def test_ddp_predict_writes_entities_in_input_order_like_a_single_process(tiny_b
 
 
 # --- regression and multi-label -----------------------------------------------------------------------------------
-# One DDP start costs ~15 s on 2 cores, most of it importing torch and Lightning in both ranks. The four DDP commands
-# below (validate and predict, for each task) therefore run one after another in a single two-rank job: this file run
-# as a script calls `ftlit.cli.main` (what `ftlit` runs) once per command. Lightning's launcher starts the second rank
-# on the first command; the later ones find the ranks and the process group already there, as under torchrun.
-
-
-def run_in_one_job(commands: list[list[str]], folder: Path) -> set[str]:
-    """Run ``ftlit`` commands in order in one new process (and the ranks it launches).
-
-    Returns the ``<command number> <subcommand> rank <r> of <world size>`` line that every rank printed after each
-    command (the ranks share the output pipe).
-    """
-    plan = folder / "commands.json"
-    plan.write_text(json.dumps(commands))
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    result = subprocess.run(
-        [sys.executable, __file__, str(plan)], cwd=TESTS, env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"ftlit commands failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return {line for line in result.stdout.splitlines() if " rank " in line}
 
 
 TASKS = {
@@ -143,14 +110,14 @@ TASKS = {
 
 
 @pytest.fixture(scope="module")
-def text_task_runs(tiny_bert, tmp_path_factory) -> dict[str, Path]:
-    """Per task: one short fit in this process, then `validate` and `predict` of its checkpoint with 1 and 2 processes.
+def text_task_runs(tiny_bert, tmp_path_factory, one_torch_thread) -> dict:
+    """Per task: one short fit in this process, then `validate` and `predict` of its checkpoint in this process.
 
     Returns each task's folder, which holds the run folders ``validate-one``, ``validate-two``, ``predict-one`` and
-    ``predict-two``.
+    ``predict-two``, and ``ddp``: the 2-process commands that write the ``-two`` folders, for `ddp_job` to run.
     """
     tmp = tmp_path_factory.mktemp("text-tasks-ddp")
-    runs, ddp_commands = {}, []
+    runs: dict = {"ddp": []}
     for name, task in TASKS.items():
         folder = tmp / name
         folder.mkdir()
@@ -174,16 +141,21 @@ def text_task_runs(tiny_bert, tmp_path_factory) -> dict[str, Path]:
         ckpt = f"--ckpt_path={folder / 'fit' / 'checkpoints' / 'last.ckpt'}"
         for stage in ("validate", "predict"):
             FtlitCLI(args=[stage, *command(folder / f"{stage}-one"), ckpt])
-            ddp_commands.append([stage, *command(folder / f"{stage}-two", *DDP), ckpt])
+            runs["ddp"].append([stage, *command(folder / f"{stage}-two", *DDP), ckpt])
         runs[name] = folder
-    reports = run_in_one_job(ddp_commands, tmp)
-    # Every command ran on both ranks of one 2-process group (none fell back to a single process).
-    assert reports == {f"{i} {c[0]} rank {r} of 2" for i, c in enumerate(ddp_commands) for r in (0, 1)}, reports
     return runs
 
 
+@pytest.fixture(scope="module")
+def ddp_job(ner_runs, text_task_runs, tmp_path_factory) -> None:
+    """Every 2-process command of this module (validate and predict, for each task) in one job: one DDP start."""
+    commands = [*ner_runs["ddp"], *text_task_runs["ddp"]]
+    # Every command ran on both ranks of one 2-process group (none fell back to a single process).
+    assert ftlit_job(commands, tmp_path_factory.mktemp("ddp-job")) == every_rank_ran(commands)
+
+
 @pytest.mark.parametrize("task", list(TASKS))
-def test_ddp_validation_metrics_equal_a_single_process(text_task_runs, task):
+def test_ddp_validation_metrics_equal_a_single_process(text_task_runs, ddp_job, task):
     one, two = (text_task_runs[task] / f"validate-{n}" for n in ("one", "two"))
     scores = {key: last_metrics(one, key) for key in TASKS[task]["metrics"]}
     bounded = {k: v for k, v in scores.items() if k not in ("val/mse", "val/loss")}
@@ -192,7 +164,7 @@ def test_ddp_validation_metrics_equal_a_single_process(text_task_runs, task):
         assert last_metrics(two, key) == pytest.approx(value, abs=1e-5), key
 
 
-def test_ddp_regression_predictions_in_input_order_like_a_single_process(text_task_runs):
+def test_ddp_regression_predictions_in_input_order_like_a_single_process(text_task_runs, ddp_job):
     single, multi = (
         read_jsonl(text_task_runs["regression"] / f"predict-{n}/predictions.jsonl") for n in ("one", "two")
     )
@@ -202,7 +174,7 @@ def test_ddp_regression_predictions_in_input_order_like_a_single_process(text_ta
     assert [r["value"] for r in multi] == pytest.approx(values, abs=1e-5)
 
 
-def test_ddp_multi_label_predictions_in_input_order_like_a_single_process(text_task_runs):
+def test_ddp_multi_label_predictions_in_input_order_like_a_single_process(text_task_runs, ddp_job):
     single, multi = (
         read_jsonl(text_task_runs["multi_label"] / f"predict-{n}/predictions.jsonl") for n in ("one", "two")
     )
@@ -212,13 +184,3 @@ def test_ddp_multi_label_predictions_in_input_order_like_a_single_process(text_t
     assert [r["labels"] for r in multi] == [r["labels"] for r in single]
     for a, b in zip(multi, single, strict=True):
         assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
-
-
-if __name__ == "__main__":
-    # `run_in_one_job`: every rank runs the same commands in the same order.
-    for number, args in enumerate(json.loads(Path(sys.argv[1]).read_text())):
-        main(args)
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        # One write per line: both ranks share the pipe, and print() writes the text and its newline apart.
-        sys.stdout.write(f"{number} {args[0]} rank {rank} of {world}\n")
-        sys.stdout.flush()

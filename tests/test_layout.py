@@ -110,6 +110,8 @@ def unmarked_overrides(cls: type) -> list[str]:
         function = value.__func__ if isinstance(value, classmethod | staticmethod) else value
         if name.startswith("__") or name not in foreign or isinstance(value, property) or not callable(function):
             continue
+        if isinstance(function, type):  # a class the base's metaclass made (autograd's _backward_cls), not a method
+            continue
         if not (getattr(value, "__override__", False) or getattr(function, "__override__", False)):
             missing.append(name)
     return missing

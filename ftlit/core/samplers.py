@@ -3,6 +3,7 @@ similar length waste less compute on padding)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -11,33 +12,64 @@ from torch.utils.data import DistributedSampler, Sampler
 from typing_extensions import override
 
 
-class EpochShuffle(DistributedSampler):
-    """torch's ``DistributedSampler`` (an order that is a pure function of ``seed + epoch``, sharded by rank), whose
-    order is drawn at the first index taken, not when the iterator is made.
+class ResumableOrder:
+    """The loader-checkpoint state of a sampler whose order is a pure function of ``(seed, epoch)``: the epoch and
+    how many indices were taken, so a resumed fit skips exactly those, in that epoch's order.
 
-    Lightning, resuming from a checkpoint saved at an epoch's end, makes the loader's iterator (to restore its
-    state) before it calls ``set_epoch`` for the next epoch: an eager ``__iter__`` would repeat the finished
-    epoch's order, and the resumed run would train on other batches than the uninterrupted one.
+    The order is drawn at the first index taken, not when the iterator is made: resuming, Lightning restores the
+    loader (making its iterator) before it calls ``set_epoch``. A state saved at an epoch's end skips nothing: the
+    next epoch starts afresh.
     """
+
+    epoch: int
+    taken = 0  # indices of this epoch handed out so far
+    _skip = 0  # indices to skip at the next iteration (from a restored state)
+
+    def _resumed(self, order: Iterator[int]) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
+        self.taken = skip
+        for index in itertools.islice(order, skip, None):
+            self.taken += 1
+            yield index
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved by torchdata's loader in every checkpoint."""
+        return {"epoch": self.epoch, "yielded": self.taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a saved position (before the loader makes its iterator)."""
+        self.set_epoch(int(state["epoch"]))  # type: ignore[attr-defined]
+        taken = int(state["yielded"])
+        self._skip = 0 if taken >= len(self) else taken  # type: ignore[arg-type]
+
+
+class EpochShuffle(ResumableOrder, DistributedSampler):
+    """torch's ``DistributedSampler`` (an order that is a pure function of ``seed + epoch``, sharded by rank), made
+    resumable exactly (:class:`ResumableOrder`), one process or several."""
 
     @override
     def __iter__(self) -> Iterator[int]:
-        yield from super().__iter__()
+        yield from self._resumed(super().__iter__())
 
 
 def upgrade_loader_state(checkpoint: dict[str, Any]) -> None:
     """Let a checkpoint from before :class:`EpochShuffle` resume: its training loader's state holds the position
-    of torchdata's ``RandomSampler`` generator, which no ftlit sampler has now. Without it the loader skips as many
-    rows of the new order as the old run had taken, so the resumed epoch keeps its length (its order is new)."""
+    of torchdata's ``RandomSampler`` generator, which no ftlit sampler has now. It becomes a :class:`ResumableOrder`
+    state: the resumed epoch skips as many rows of the new order as the old run had taken, so it keeps its length
+    (its order is new)."""
     for loop in (checkpoint.get("loops") or {}).values():
         states = loop.get("state_dict", {}).get("combined_loader") if isinstance(loop, dict) else None
         for state in states or []:
             position = state.get("_sampler_iter_state") if isinstance(state, dict) else None
-            if isinstance(position, dict):
-                position.pop("sampler_iter_state", None)
+            if isinstance(position, dict) and "sampler_iter_state" in position:
+                del position["sampler_iter_state"]
+                position["sampler_state"] = {
+                    "epoch": checkpoint.get("epoch", 0),
+                    "yielded": position["samples_yielded"],
+                }
 
 
-class LengthGroupedSampler(Sampler[int]):
+class LengthGroupedSampler(ResumableOrder, Sampler[int]):
     """Shuffles, then sorts within mega-batches of ``batch_size * mega`` rows by length, longest first.
 
     Batches hold rows of similar length (little padding) while their order stays random across the epoch, as in
@@ -94,8 +126,7 @@ class LengthGroupedSampler(Sampler[int]):
         return batches[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
-        for batch in self._rank_batches():
-            yield from batch
+        yield from self._resumed(index for batch in self._rank_batches() for index in batch)
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._rank_batches())

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from helpers.runs import ftlit, last_metrics
+from helpers.runs import ONE_THREAD, every_rank_ran, ftlit, ftlit_at_once, ftlit_job, last_metrics
+from helpers.text import read_jsonl
 
-from conftest import cli_args, read_metrics, toy_rows, write_jsonl
+from conftest import cli_args, cli_error, read_metrics, toy_rows, write_jsonl
 from ftlit.checkpoint_io import AtomicCheckpointIO
+from ftlit.cli import main
 from ftlit.errors import ConfigError
+
+# The in-process runs below on one torch thread, and the new processes too (DDP ranks get one each from Lightning).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -45,23 +51,33 @@ def assert_close(a, b, where: str) -> None:
 def test_ddp_metrics_and_predictions_equal_a_single_process(tiny_bert, odd_data, tmp_path):
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2"]
     train = tmp_path / "train"
-    ftlit("fit", *cli_args(tiny_bert, odd_data, train, "--trainer.max_epochs=1", *ddp))
-    ckpt = str(train / "checkpoints" / "last.ckpt")
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 6  # 96 rows / 2 ranks / batch 8
+    ckpt = f"--ckpt_path={train / 'checkpoints' / 'last.ckpt'}"
+    test = {**odd_data, "test_file": odd_data["validation_file"]}  # `ftlit test` on the 41 rows
+    # Each command in a run folder of its own: a folder's metrics.csv is its last command's.
+    one, two = ({s: tmp_path / f"{s}-{n}" for s in ("validate", "test", "predict")} for n in ("one", "two"))
+    # One DDP start (~15 s on 2 cores) for all four 2-process commands; the single process runs here, in-process.
+    commands = [
+        ["fit", *cli_args(tiny_bert, odd_data, train, "--trainer.max_epochs=1", *ddp)],
+        ["validate", *cli_args(tiny_bert, odd_data, two["validate"], *ddp), ckpt],
+        ["test", *cli_args(tiny_bert, test, two["test"], *ddp), ckpt],
+        ["predict", *cli_args(tiny_bert, odd_data, two["predict"], *ddp), ckpt],
+    ]
+    assert ftlit_job(commands, tmp_path) == every_rank_ran(commands)  # none fell back to a single process
+    assert torch.load(train / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6  # 96 / 2 / 8
+    for stage, data in (("validate", odd_data), ("test", test), ("predict", odd_data)):
+        main([stage, *cli_args(tiny_bert, data, one[stage]), ckpt])
 
-    one, two = tmp_path / "one", tmp_path / "two"
-    ftlit("validate", *cli_args(tiny_bert, odd_data, one), f"--ckpt_path={ckpt}")
-    ftlit("validate", *cli_args(tiny_bert, odd_data, two, *ddp), f"--ckpt_path={ckpt}")
-    logged = {k for row in read_metrics(one) for k, v in row.items() if k.startswith("val/") and v}
+    logged = {k for row in read_metrics(one["validate"]) for k, v in row.items() if k.startswith("val/") and v}
     assert {"val/acc", "val/f1", "val/f1_micro", "val/mcc", "val/auroc", "val/ap", "val/loss"} <= logged
+    # Both `ftlit validate` with 2 processes and the 2-process fit's own last validation (of the weights that
+    # last.ckpt holds) score like a single process.
     for key in sorted(logged):
-        assert last_metrics(two, key) == pytest.approx(last_metrics(one, key), abs=1e-6), key
+        expected = pytest.approx(last_metrics(one["validate"], key), abs=1e-6)
+        assert last_metrics(two["validate"], key) == expected, key
+        assert last_metrics(train, key) == expected, f"fit {key}"
 
-    # `ftlit test` on the 41 rows: every score and the details in test-results.json equal a single process's.
-    test = {**odd_data, "test_file": odd_data["validation_file"]}
-    ftlit("test", *cli_args(tiny_bert, test, one), f"--ckpt_path={ckpt}")
-    ftlit("test", *cli_args(tiny_bert, test, two, *ddp), f"--ckpt_path={ckpt}")
-    single, multi = (json.loads((root / "test-results.json").read_text()) for root in (one, two))
+    # Every score and the details in test-results.json equal a single process's.
+    single, multi = (json.loads((run["test"] / "test-results.json").read_text()) for run in (one, two))
     assert single["data"]["rows"] == multi["data"]["rows"] == 41 and sum(map(sum, multi["confusion_matrix"])) == 41
     assert {"test/ece", "test/f1_weighted", "test/f1_neg", "test/recall_pos"} <= set(multi["metrics"])
     for key, value in single["metrics"].items():
@@ -69,36 +85,62 @@ def test_ddp_metrics_and_predictions_equal_a_single_process(tiny_bert, odd_data,
     for key in ("confusion_matrix", "per_class", "roc", "pr", "calibration"):
         assert_close(multi[key], single[key], key)
 
-    ftlit("predict", *cli_args(tiny_bert, odd_data, one), f"--ckpt_path={ckpt}")
-    ftlit("predict", *cli_args(tiny_bert, odd_data, two, *ddp), f"--ckpt_path={ckpt}")
-    single = [json.loads(line) for line in (one / "predictions.jsonl").read_text().splitlines()]
-    multi = [json.loads(line) for line in (two / "predictions.jsonl").read_text().splitlines()]
+    single, multi = (read_jsonl(run["predict"] / "predictions.jsonl") for run in (one, two))
     assert len(multi) == 21
     assert [r["label"] for r in multi] == [r["label"] for r in single]
     for a, b in zip(multi, single, strict=True):
         assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
 
 
-@pytest.mark.parametrize("sampler", [[], ["--data.group_by_length=true"]], ids=["shuffled", "length_grouped"])
-def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(tiny_bert, toy_data, tmp_path, sampler):
-    common = ["--trainer.max_epochs=2", "--trainer.deterministic=true", "--checkpoint.every_n_train_steps=4", *sampler]
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    ftlit("fit", *cli_args(tiny_bert, toy_data, whole, *common))
+SAMPLERS = {"shuffled": [], "length_grouped": ["--data.group_by_length=true"]}
 
-    killed = ftlit(
-        "fit",
-        *cli_args(
-            tiny_bert, toy_data, broken, *common, "--trainer.callbacks+=faults.SignalAt", "--trainer.callbacks.step=10"
-        ),
-        check=False,
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tiny_bert, tmp_path_factory) -> dict[str, dict]:
+    """Per training order (``SAMPLERS``): a 2-epoch fit, and the same fit SIGKILLed after step 10 and resumed.
+
+    Returns per order the run folders ``whole`` and ``broken``, the processes ``done``, ``killed`` and ``resumed``,
+    and ``saved``: the (global_step, epoch) of the last.ckpt the kill left behind.
+    """
+    tmp = tmp_path_factory.mktemp("sigkill")
+    # toy_data's training and validation rows; a cache of its own (the autouse cache fixture is per test).
+    data = {
+        "train_file": str(write_jsonl(tmp / "train.jsonl", toy_rows(96, 0))),
+        "validation_file": str(write_jsonl(tmp / "validation.jsonl", toy_rows(40, 1))),
+        "cache_dir": str(tmp / "cache"),
+    }
+    common = ["--trainer.max_epochs=2", "--trainer.deterministic=true", "--checkpoint.every_n_train_steps=4"]
+    kill = ["--trainer.callbacks+=faults.SignalAt", "--trainer.callbacks.step=10"]
+    runs = {name: {"whole": tmp / name / "whole", "broken": tmp / name / "broken"} for name in SAMPLERS}
+
+    def fit(name: str, root: Path, *extra: str) -> list[str]:
+        return ["fit", *cli_args(tiny_bert, data, root, *common, *SAMPLERS[name], *extra)]
+
+    # Every run is a new process (the resume reads only what the killed one left on disk); the independent ones run
+    # at once, one thread each, so 2 cores stay busy. The same thread count for all: their weights compare exactly.
+    first = ftlit_at_once(
+        *(fit(n, run[k], *extra) for n, run in runs.items() for k, extra in (("whole", []), ("broken", kill))),
+        env=ONE_THREAD,
     )
-    assert killed.returncode == -9  # a real SIGKILL, no clean-up
-    saved = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["global_step"] == 8 and saved["epoch"] == 0  # mid-epoch (12 steps per epoch)
+    for run, done, killed in zip(runs.values(), first[::2], first[1::2], strict=True):
+        last = run["broken"] / "checkpoints" / "last.ckpt"  # read before the resume replaces it
+        saved = torch.load(last, weights_only=True) if last.exists() else {}
+        run.update(done=done, killed=killed, saved=(saved.get("global_step"), saved.get("epoch")))
+    resumed = ftlit_at_once(*(fit(n, run["broken"], "--ckpt_path=last") for n, run in runs.items()), env=ONE_THREAD)
+    for run, process in zip(runs.values(), resumed, strict=True):
+        run["resumed"] = process
+    return runs
 
-    ftlit("fit", *cli_args(tiny_bert, toy_data, broken, *common), "--ckpt_path=last")
-    a = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(killed_and_resumed, sampler):
+    run = killed_and_resumed[sampler]
+    assert run["done"].returncode == 0, run["done"].stderr[-3000:]
+    assert run["killed"].returncode == -9  # a real SIGKILL, no clean-up
+    assert run["saved"] == (8, 0)  # mid-epoch (12 steps per epoch)
+    assert run["resumed"].returncode == 0, run["resumed"].stderr[-3000:]
+    a = torch.load(run["whole"] / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run["broken"] / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 24
     for key in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
@@ -111,7 +153,7 @@ def test_sigterm_saves_last_and_stops_cleanly(tiny_bert, toy_data, tmp_path):
         "--trainer.callbacks.step=7",
         f"--trainer.callbacks.signum={int(__import__('signal').SIGTERM)}",
     ]
-    result = ftlit("fit", *cli_args(tiny_bert, toy_data, tmp_path, *extra), check=False)
+    result = ftlit("fit", *cli_args(tiny_bert, toy_data, tmp_path, *extra), check=False, env=ONE_THREAD)
     assert result.returncode == 128 + int(__import__("signal").SIGTERM)  # preempted: neither done (0) nor failed
     assert not list((tmp_path / "checkpoints").glob("*-v1.ckpt"))  # the stop's last.ckpt is the run's only one
     last = result.stderr.strip().splitlines()[-1]
@@ -120,7 +162,7 @@ def test_sigterm_saves_last_and_stops_cleanly(tiny_bert, toy_data, tmp_path):
     assert saved["global_step"] in (7, 8) and saved["epoch"] == 0
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(tiny_bert, toy_data, tmp_path):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(tiny_bert, toy_data, tmp_path, capsys):
     args = cli_args(
         tiny_bert,
         toy_data,
@@ -131,9 +173,11 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(tiny_
         "--trainer.callbacks+=faults.PoisonAt",
         "--trainer.callbacks.step=15",
     )
-    result = ftlit("fit", *args, check=False)
-    assert result.returncode == 1
-    assert "ftlit: error: training loss is nan at step 15 (epoch 1)" in result.stderr.strip().splitlines()[-1]
+    # In this process (`ftlit` is `main`): a new one would cost ~15 s of imports.
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *args])
+    assert exc.value.code == 1
+    assert "ftlit: error: training loss is nan at step 15 (epoch 1)" in capsys.readouterr().err.strip().splitlines()[-1]
     best = [p for p in (tmp_path / "checkpoints").glob("epoch=*.ckpt")]
     assert [p.name for p in best] == ["epoch=0-step=12.ckpt"]
     state = torch.load(best[0], weights_only=True)["state_dict"]
@@ -155,14 +199,15 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
-def test_truncated_last_checkpoint_is_a_clear_error(tiny_bert, toy_data, tmp_path):
-    ftlit("fit", *cli_args(tiny_bert, toy_data, tmp_path, "--trainer.max_epochs=1"))
+def test_truncated_last_checkpoint_is_a_clear_error(tiny_bert, toy_data, tmp_path, capsys):
+    # Both runs in this process (`ftlit` is `main`): a new one would cost ~15 s of imports.
+    main(["fit", *cli_args(tiny_bert, toy_data, tmp_path, "--trainer.max_epochs=1")])
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:5000])
-    result = ftlit(
-        "fit", *cli_args(tiny_bert, toy_data, tmp_path, "--trainer.max_epochs=2"), "--ckpt_path=last", check=False
+    # cli_error: exit code 2, and the one error line is stderr's last.
+    err = cli_error(
+        ["fit", *cli_args(tiny_bert, toy_data, tmp_path, "--trainer.max_epochs=2"), "--ckpt_path=last"], capsys
     )
-    assert result.returncode == 2
-    assert f"ftlit: error: ckpt_path: '{last}' is not a readable checkpoint" in result.stderr.strip().splitlines()[-1]
+    assert f"ftlit: error: ckpt_path: '{last}' is not a readable checkpoint" in err
     with pytest.raises(ConfigError, match="is not a readable checkpoint"):
         AtomicCheckpointIO().load_checkpoint(last)

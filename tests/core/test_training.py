@@ -121,6 +121,19 @@ def test_a_run_resumed_from_an_epoch_s_end_ends_with_the_same_weights(tiny_bert,
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
 
 
+def test_a_run_stopped_by_max_steps_mid_epoch_resumes_the_rest_of_that_epoch(tiny_bert, toy_data, tmp_path):
+    # 12 steps per epoch; the first run stops at step 18, halfway through its second epoch, validated and saved.
+    args = cli_args(tiny_bert, toy_data, tmp_path / "whole", "--model.scheduler=constant", "--trainer.max_epochs=3")
+    FtlitCLI(args=["fit", *args])
+    stopped = [a.replace("whole", "stopped") for a in args]
+    FtlitCLI(args=["fit", *stopped, "--trainer.max_steps=18"])
+    cli = FtlitCLI(args=["fit", *stopped, "--ckpt_path=last"])
+    assert cli.trainer.global_step == 36  # not 24: the interrupted epoch is finished, then the third one runs
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=True) for r in ("whole", "stopped"))
+    for key in a["state_dict"]:
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0, msg=key)
+
+
 def test_checkpoint_rebuilds_offline_without_the_model_folder(toy_data, tmp_path):
     model_dir = make_tiny_bert(tmp_path / "model-to-delete")
     root = tmp_path / "run"

@@ -95,6 +95,19 @@ class FinalState(Callback):
             trainer.should_stop = True
 
     @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # A fit stopped mid-epoch (max_steps, SIGTERM) has marked that epoch processed by the time it saves; saved as
+        # is, a resumed fit would count the epoch as done and end one epoch early. Saved as any mid-epoch checkpoint.
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+        for tracker in (progress.get("total"), progress.get("current")):
+            if isinstance(tracker, dict) and tracker.get("processed", 0) > tracker.get("completed", 0):
+                tracker["processed"] = tracker["completed"]
+
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
         if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.save_last or not checkpoint.dirpath:

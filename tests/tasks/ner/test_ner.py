@@ -271,7 +271,9 @@ def trained(tiny_bert, tmp_path_factory) -> dict:
         "cache_dir": str(tmp / "cache"),  # the autouse cache fixture is per test; this fixture is per module
     }
     root = tmp / "run"
-    args = fit_args(tiny_bert, root, data, "--checkpoint.monitor=val/f1", "--checkpoint.mode=max")
+    # A shuffle under which 4 epochs of the tiny model tag the predict sentence right (under some, it tags the
+    # final "." too): what the predict test checks is the offsets of the entities.
+    args = fit_args(tiny_bert, root, data, "--checkpoint.monitor=val/f1", "--checkpoint.mode=max", "--data.seed=2")
     FtlitCLI(args=["fit", *args])
     return {"root": root, "args": args, "text": predict_text}
 
