@@ -201,6 +201,9 @@ def test_bad_input_is_one_line_before_any_work(tiny_bert, tmp_path, capsys):
             ["fit", *mlm_args(tiny_bert, tmp_path / "run", {"train_file": str(table), key: value})], capsys
         )
         assert line.startswith(f"ftlit: error: data.{key}: "), line
+    ok = {"train_file": str(write_text(tmp_path / "ok.txt", corpus(20, 0)))}
+    line = cli_error(["fit", *mlm_args(tiny_bert, tmp_path / "run", ok, "--model.top_k=0")], capsys)
+    assert line == "ftlit: error: model.top_k: must be a positive integer, got 0"
     predict = write_jsonl(tmp_path / "p.jsonl", [{"text": "good movie"}])
     line = cli_error(["predict", *mlm_args(tiny_bert, tmp_path / "run", {"predict_file": str(predict)})], capsys)
     assert "1 of 1 texts (the first is row 0) have no [MASK] to fill" in line
@@ -246,10 +249,11 @@ def test_ddp_validation_equals_a_single_process(tiny_bert, adapted, tmp_path):
 def test_fill_mask_on_the_export_gives_ftlit_s_top_tokens(tiny_bert, adapted, tmp_path):
     texts = ["the movie was [MASK]", "[MASK] acting and a very [MASK] plot"]
     data = {"predict_file": str(write_jsonl(tmp_path / "p.jsonl", [{"text": t} for t in texts]))}
-    FtlitCLI(args=["predict", *mlm_args(tiny_bert, adapted["root"], data), f"--ckpt_path={adapted['ckpt']}"])
+    args = [*mlm_args(tiny_bert, adapted["root"], data), "--model.top_k=3", f"--ckpt_path={adapted['ckpt']}"]
+    FtlitCLI(args=["predict", *args])
     rows = [json.loads(line) for line in (adapted["root"] / "predictions.jsonl").read_text().splitlines()]
-    assert [len(r["masks"]) for r in rows] == [1, 2] and all(len(m) == 5 for r in rows for m in r["masks"])
-    fill = pipeline("fill-mask", model=str(adapted["export"]), top_k=5, device="cpu")
+    assert [len(r["masks"]) for r in rows] == [1, 2] and all(len(m) == 3 for r in rows for m in r["masks"])
+    fill = pipeline("fill-mask", model=str(adapted["export"]), top_k=3, device="cpu")
     for text, row in zip(texts, rows, strict=True):
         got = fill(text)
         got = got if isinstance(got[0], list) else [got]  # one mask: a flat list

@@ -110,6 +110,8 @@ def test_bad_domain_settings_are_one_line_before_any_work(tiny_bert, domain_data
     assert line.startswith("ftlit: error: data.domain_column: ") and "'origin'" in line
     line = cli_error(["fit", *base, *DOMAINS, "--model.domain_weight=-1"], capsys)
     assert line.startswith("ftlit: error: model.domain_weight: must be >= 0")
+    line = cli_error(["fit", *base, *DOMAINS, "--model.domain_weight=1", "--model.domain_schedule=cosine"], capsys)
+    assert line.startswith("ftlit: error: ") and "domain_schedule" in line
 
 
 def test_domain_weight_without_domains_is_one_line_before_any_work(tiny_bert, toy_data, tmp_path, capsys):
