@@ -12,7 +12,10 @@ Two systems, both ftlit's real CLI (``configs/quickstart.yaml`` with the domain 
 seeds, run one after the other in their own processes:
 
 - plain: fine-tuning on the labelled source rows (the unlabelled target rows are in the batches, without a loss);
-- DANN: the same, plus ``--model.domain_weight 1.0`` (Ganin et al.'s ramped gradient reversal).
+- DANN: the same, plus ``--model.domain_weight 1.0`` (Ganin et al.'s ramped gradient reversal);
+- dann-0.1: the same at weight 0.1 (``--systems dann-0.1``), the size BERT-era DANN papers use.
+
+``--add-to NAME`` adds the runs to ``<out>/NAME.json`` (the summary is over all its runs).
 
 Writes ``<out>/<name>.json`` and ``<out>/<name>.md`` (default ``benchmarks/results/dann-quickstart``).
 """
@@ -34,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SOURCE, TARGET = ("amazon", "yelp"), "imdb"
-SYSTEMS = {"plain": [], "dann": ["--model.domain_weight=1.0"]}
+SYSTEMS = {"plain": [], "dann": ["--model.domain_weight=1.0"], "dann-0.1": ["--model.domain_weight=0.1"]}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -94,10 +97,14 @@ def run(system: str, seed: int, data: dict[str, str], ns: argparse.Namespace, wo
     }
 
 
+def systems_of(runs: list[dict[str, Any]]) -> list[str]:
+    return [s for s in SYSTEMS if any(r["system"] == s for r in runs)]
+
+
 def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean, sample standard deviation, min and max of each score per system."""
     out: dict[str, dict[str, float]] = {}
-    for system in SYSTEMS:
+    for system in systems_of(runs):
         for score in ("test_acc", "test_f1"):
             values = [r[score] for r in runs if r["system"] == system]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -117,22 +124,28 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"# DANN on a domain shift: train {' + '.join(SOURCE)} (+ unlabelled {TARGET}), test {TARGET}",
         "",
-        f"{result['date']}, `{result['command']}`, {result['machine']}; seeds {result['seeds']}; "
+        f"{result['date']}, `{'`, then `'.join(result['commands'])}`, {result['machine']}; "
         f"{result['runs'][0]['test_rows']} {TARGET} test sentences.",
         "",
         "| system | test accuracy (mean ± sd) | range | test macro F1 (mean ± sd) |",
         "|---|---|---|---|",
     ]
-    for system in SYSTEMS:
+    for system in systems_of(result["runs"]):
         m = s[system]
         lines.append(
             f"| {system} | {m['test_acc_mean']:.4f} ± {m['test_acc_std']:.4f} | "
             f"{m['test_acc_min']:.4f}-{m['test_acc_max']:.4f} | {m['test_f1_mean']:.4f} ± {m['test_f1_std']:.4f} |"
         )
-    delta = s["dann"]["test_acc_mean"] - s["plain"]["test_acc_mean"]
-    lines += ["", f"DANN - plain, mean test accuracy: {delta:+.4f}.", "", "| system | seed | test acc | seconds |"]
+    lines.append("")
+    for system in systems_of(result["runs"])[1:]:
+        delta = s[system]["test_acc_mean"] - s["plain"]["test_acc_mean"]
+        lines.append(f"{system} - plain, mean test accuracy: {delta:+.4f}.")
+    lines += ["", "| system | seed | test acc | seconds |"]
     lines.append("|---|---|---|---|")
-    lines += [f"| {r['system']} | {r['seed']} | {r['test_acc']:.4f} | {r['seconds']:.0f} |" for r in result["runs"]]
+    lines += [
+        f"| {r['system']} | {r['seed']} | {r['test_acc']:.4f} | {r.get('seconds', r.get('fit_seconds', 0)):.0f} |"
+        for r in result["runs"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -142,21 +155,31 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="train this many steps (smoke runs)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="dann-quickstart")
+    parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=["plain", "dann"])
+    parser.add_argument("--add-to", default=None, help="add the runs to <out>/<this>.json")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-dann")
     ns = parser.parse_args()
     data = prepare_data(ns.work / "data")
-    runs = [run(system, seed, data, ns, ns.work) for seed in ns.seeds for system in SYSTEMS]
+    command = "python benchmarks/bench_dann.py " + shlex.join(sys.argv[1:])
+    earlier = json.loads((ns.out / f"{ns.add_to}.json").read_text()) if ns.add_to else {}
+    ns.name = ns.add_to or ns.name
+    ns.out.mkdir(parents=True, exist_ok=True)
+    runs = list(earlier.get("runs", []))
+    for seed in ns.seeds:
+        for system in ns.systems:
+            runs.append(run(system, seed, data, ns, ns.work))
+            # each finished run is kept at once: a stopped benchmark loses only the run in progress
+            (ns.out / f"{ns.name}.partial.json").write_text(json.dumps(runs, indent=1) + "\n")
     result = {
         "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/bench_dann.py " + shlex.join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, CPU only",
-        "seeds": ns.seeds,
+        "commands": [*earlier.get("commands", []), command],
+        "machine": earlier.get("machine", f"{platform.processor() or platform.machine()}, CPU only"),
         "runs": runs,
         "summary": summary(runs),
     }
-    ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / f"{ns.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (ns.out / f"{ns.name}.md").write_text(table(result))
+    (ns.out / f"{ns.name}.partial.json").unlink()
     print(table(result))
 
 

@@ -26,6 +26,7 @@ from ftlit.core.callbacks.safety import GracefulStop
 from ftlit.core.datamodule import TaskDataModule
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError, Stopped, report_errors, set_run_folder
+from ftlit.search.reporting import TrialReporter, trial_from_env
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -107,6 +108,12 @@ class FtlitCLI(LightningCLI):
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trial = trial_from_env() if self.subcommand == "fit" else None
+        if trial is not None:
+            # A trial of `ftlit tune`: its reporter joins the config's callbacks, not its config.yaml.
+            configured = self.config_init[self.subcommand].trainer.callbacks or []
+            configured = configured if isinstance(configured, list) else [configured]
+            kwargs["callbacks"] = [*configured, TrialReporter(**trial)]
         try:
             return super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError) as err:
@@ -176,6 +183,27 @@ class FtlitCLI(LightningCLI):
                 lock.release()
 
 
+class ConfigOnly(FtlitCLI):
+    """The parsed and checked config of a command, with nothing built or run (``ftlit tune`` reads its base config
+    and checks each trial's this way)."""
+
+    @override
+    def _set_seed(self) -> None:
+        pass  # reading a config seeds nothing (and logs nothing)
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    @override
+    def instantiate_classes(self) -> None:
+        pass
+
+    @override
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
 def check_task_pair(model_path: str, data_path: str) -> None:
     """Refuse a model with another task's data module (e.g. NER data under a sequence classifier).
 
@@ -231,6 +259,7 @@ COMMANDS = {
     "plot": "ftlit.commands.plot",
     "report": "ftlit.commands.report",
     "explain": "ftlit.commands.explain",
+    "tune": "ftlit.commands.tune",
 }
 
 

@@ -25,6 +25,12 @@ OVERRIDDEN: list[tuple[type, str, str, str]] = [
     ),
     (
         LightningCLI,
+        "_set_seed",
+        "no switch to parse a config without seeding the process (ftlit.cli.ConfigOnly, which ftlit tune reads with)",
+        "no upstream issue found (closest: Lightning-AI/pytorch-lightning#20400, CLI hooks around instantiation)",
+    ),
+    (
+        LightningCLI,
         "_run_subcommand",
         "no hook that runs after a subcommand whatever its outcome (ftlit releases the run folder's lock there)",
         "Lightning-AI/pytorch-lightning#20400 (closest: CLI hooks around instantiation)",
@@ -88,3 +94,13 @@ def reinitialize(model: PreTrainedModel, module: nn.Module) -> None:
         for p in m.parameters(recurse=False):
             p._is_hf_initialized = False
         model._init_weights(m)
+
+
+def optuna_trial_id(trial: Any) -> int:
+    """The storage's id of an Optuna ``Trial`` or ``FrozenTrial`` (``ftlit tune`` needs it for the heartbeat, and
+    the trial's own process needs it to report to the same trial: ``optuna.trial.Trial(study, trial_id)``).
+
+    Missing: a public id (``Trial.trial_id`` was deprecated for ``number`` in optuna/optuna#344, but the storage
+    API still takes ids). optuna/optuna#5647 and #6365 (both closed without one).
+    """
+    return trial._trial_id

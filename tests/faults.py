@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 
 import lightning.pytorch as pl
 import torch
@@ -43,3 +44,13 @@ class RaiseAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise RuntimeError(f"injected bug at step {self.step}")
+
+
+class Slow(pl.Callback):
+    """Sleep ``seconds`` after every training batch: a tiny run that lasts long enough to be stopped mid-epoch."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        time.sleep(self.seconds)

@@ -32,6 +32,8 @@ CONFIGS = REPO / "configs"
 BASES = ("adapt/mlm.yaml", "bert.yaml", "multilabel.yaml", "ner.yaml", "qa.yaml", "quickstart.yaml", "stsb.yaml")
 STRATEGIES = tuple(sorted(f"strategies/{p.name}" for p in (CONFIGS / "strategies").glob("*.yaml")))
 OVERLAYS = (*STRATEGIES, "adapt/finetune.yaml")
+# Search files of `ftlit tune`, each written for the quickstart.
+SEARCHES = tuple(sorted(f"search/{p.name}" for p in (CONFIGS / "search").glob("*.yaml")))
 COMBOS = [(b,) for b in BASES] + [(b, "ddp.yaml") for b in BASES] + [("quickstart.yaml", s) for s in OVERLAYS]
 ERRORS = ("loss", "mse", "perplexity")  # metrics where lower is better; every other monitored score is maximised
 
@@ -90,7 +92,18 @@ def monitors(config: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def test_every_config_file_is_tested():
     on_disk = {p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")}
-    assert on_disk == {name for combo in COMBOS for name in combo}
+    assert on_disk == {name for combo in COMBOS for name in combo} | set(SEARCHES)
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_search_file_names_keys_of_the_quickstart_config(name):
+    from ftlit.commands.tune import base_config
+    from ftlit.search.space import config_keys, load_search
+
+    config = base_config([str(CONFIGS / "quickstart.yaml")])
+    search = load_search(CONFIGS / name, set(config_keys(config)))
+    assert search.params and all(p.key.startswith(("model.", "data.", "trainer.")) for p in search.params)
+    assert search.metric in (None, config["checkpoint"]["monitor"])
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids="+".join)

@@ -18,7 +18,10 @@ PACKAGE = REPO / "ftlit"
 OLD = ("ftlit.models", "ftlit.data", "ftlit.callbacks", "ftlit.metrics")
 # Lower may be imported by higher, never the other way round. Shared utilities are everything else: errors,
 # backbone, checkpoint I/O, run folders, checks, classes, upstream.
-LAYERS = {"ftlit.commands": 3, "ftlit.tasks": 2, "ftlit.core": 1}
+LAYERS = {"ftlit.commands": 3, "ftlit.search": 2, "ftlit.tasks": 2, "ftlit.core": 1}
+# The modules that may import the command line: the entry point, and `ftlit tune`, which reads `ftlit fit` configs
+# with the CLI's own parser (inside the command, so importing it starts no cycle).
+CLI_USERS = ("ftlit.__main__", "ftlit.commands.tune")
 
 
 def module_name(path: Path) -> str:
@@ -51,7 +54,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 def test_imports_run_one_way(path):
     name = module_name(path)
     for imported in ftlit_imports(path):
-        assert not imported.startswith("ftlit.cli") or name == "ftlit.__main__", f"{name} imports the CLI back"
+        assert not imported.startswith("ftlit.cli") or name in CLI_USERS, f"{name} imports the CLI back"
         if name.startswith(OLD):
             continue
         assert not imported.startswith(OLD), f"{name} imports the old package {imported}: import from its new home"

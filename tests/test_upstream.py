@@ -50,3 +50,13 @@ def test_reinitialize_changes_loaded_weights_with_the_model_s_initialiser():
     weights = [(b, p) for b, p in zip(before, layer.parameters(), strict=True) if p.dim() == 2]
     assert weights and all(not torch.equal(b, p) for b, p in weights)
     assert all(torch.equal(b, p) for b, p in zip(untouched, model.encoder.layer[0].parameters(), strict=True))
+
+
+def test_optuna_trial_ids_name_the_same_trial_in_the_storage(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.ask()
+    trial = study.ask()
+    frozen = study.get_trials(deepcopy=False)[1]
+    assert upstream.optuna_trial_id(trial) == upstream.optuna_trial_id(frozen)
+    assert optuna.trial.Trial(study, upstream.optuna_trial_id(frozen)).number == trial.number == 1
