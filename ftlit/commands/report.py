@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import html
 import importlib.util
+import io
 import json
 import math
 import re
@@ -45,6 +47,7 @@ from ftlit.commands.plot import (
 from ftlit.core.results import RESULTS, TIMING
 from ftlit.errors import ConfigError, report_errors
 from ftlit.run_folder import check_folder
+from ftlit.search import PLOTS, STUDY_JSON, TRIALS_CSV
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -96,6 +99,7 @@ class Run:
     config: Path | None  # the fit's config.yaml (the latest fit version's), if any
     task: str | None  # the model's class path
     timing: dict[str, Any]  # timing.json: the fit's and the test's wall-clock time, when the run wrote it
+    search: Path | None = None  # the study folder, when the run is the best trial of an `ftlit tune` search
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -145,7 +149,8 @@ def report(
 
     Args:
         run: A run folder (``trainer.default_root_dir``), holding ``csv/version_N/metrics.csv``; give ``--run``
-            again to compare runs. The test figures need its ``test-results.json`` (written by ``ftlit test``).
+            again to compare runs. The test figures need its ``test-results.json`` (written by ``ftlit test``). A
+            study folder of ``ftlit tune`` shows the search (every trial, its plots) and then its best trial.
         out: Folder to write report.html into (default ``<first run>/report``). An existing non-empty folder is an
             error unless ``overwrite`` is set.
         overwrite: Replace an existing ``out`` folder, if it holds only a report (report.html).
@@ -178,7 +183,9 @@ def report(
         seen[key] = given
     target = check_folder(out, "out") if out is not None else roots[0] / "report"
     runs = [
-        load_run(given, root, number, smoothing)
+        load_study(given, root, number, smoothing)
+        if (root / STUDY_JSON).is_file()
+        else load_run(given, root, number, smoothing)
         for number, (given, root) in enumerate(zip(runs_given, roots, strict=True), 1)
     ]
     check_out(target, overwrite, ours=lambda p: p.name == REPORT, what="a report")
@@ -219,6 +226,19 @@ def load_run(name: str, root: Path, number: int, smoothing: float) -> Run:
     timing = read_json(logs.root / TIMING)
     timing = timing if isinstance(timing, dict) else {}
     return Run(name, number, logs, summary, config, None if task is None else str(task), timing)
+
+
+def load_study(name: str, root: Path, number: int, smoothing: float) -> Run:
+    """A study folder of ``ftlit tune``: its best trial's run, with the search shown first."""
+    study = read_json(root / STUDY_JSON)
+    best = study.get("best") if isinstance(study, dict) else None
+    if not isinstance(best, dict):
+        raise ConfigError("run", f"'{name}' is a search with no finished trial yet: run ftlit tune until one ends")
+    with _reading(root / STUDY_JSON, "best.folder"):
+        folder = root / "trials" / str(int(best["folder"]))  # a number: data, never a path from the file
+    run = load_run(name, folder, number, smoothing)
+    run.search = root
+    return run
 
 
 def _check_results(results: dict[str, Any], path: Path) -> None:
@@ -376,7 +396,7 @@ def render_run(run: Run, smoothing: float, heading: bool, tests: list[str]) -> s
     """One run's sections, in order (``tests``: its test sections, drawn already); a section whose data is missing
     says so in a short note."""
     n, logs = run.number, run.logs
-    parts = [header(run), scores(run)]
+    parts = [header(run), search_section(run), scores(run)]
 
     fit_note = "no training rows in metrics.csv: run ftlit fit"
     curves = image(draw_loss(logs.rows, smoothing, logs.resumes, logs.directions), "loss per step")
@@ -393,6 +413,50 @@ def render_run(run: Run, smoothing: float, heading: bool, tests: list[str]) -> s
     parts.append(config_section(run))
     title = f'<h2 id="run-{n}">run {n}: {esc(run.name)}</h2>\n' if heading else ""
     return f'<article data-run="{n}">\n{title}' + "\n".join(p for p in parts if p) + "\n</article>"
+
+
+def search_section(run: Run) -> str:
+    """The search this run won (``ftlit tune``): every trial, the optimisation history, the parameter importances."""
+    if run.search is None:
+        return ""
+    study = read_json(run.search / STUDY_JSON)
+    try:
+        rows = list(csv.reader(io.StringIO((run.search / TRIALS_CSV).read_text(encoding="utf-8"))))
+    except FileNotFoundError:
+        rows = []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError("run", f"cannot read '{run.search / TRIALS_CSV}': {err}: run ftlit tune again") from None
+    counts = ", ".join(f"{n} {state}" for state, n in (study.get("trials") or {}).items() if n)
+    best = study["best"]
+    text = (
+        f"Study {study.get('study')}: {study.get('metric')} ({study.get('direction')}); {counts}. This report is of "
+        f"the best trial, {best.get('number')} ({study.get('metric')} {fmt(best.get('value'))}), below."
+    )
+    body = note(text)
+    if rows:
+        body += table("trials", rows[0], [[_number_or_text(v) for v in row] for row in rows[1:]])
+    for name in PLOTS:
+        body += embedded_png(run.search / name, f"search: {name.removesuffix('.png')}")
+    return section("search", run.number, "Hyperparameter search", body)
+
+
+def _number_or_text(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def embedded_png(path: Path, alt: str) -> str:
+    """A PNG file as an embedded image; nothing when the file is missing or is not a PNG."""
+    data = path.read_bytes() if path.is_file() else b""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ""
+    return f'<img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" alt="{esc(alt)}">'
 
 
 def header(run: Run) -> str:

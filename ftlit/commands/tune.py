@@ -39,6 +39,7 @@ import yaml
 from ftlit.commands.folders import arg_docs, command_parser
 from ftlit.errors import ConfigError, Stopped, report_errors
 from ftlit.run_folder import LOCK_FILE
+from ftlit.search import BEST_YAML, PLOTS, STUDY_JSON, TRIALS_CSV
 from ftlit.search.reporting import ENV, PRUNED_AT
 from ftlit.search.space import Search, config_keys, load_search, set_key
 from ftlit.upstream import optuna_trial_id
@@ -57,8 +58,6 @@ HEARTBEAT_S = 30  # a worker marks its running trial alive this often
 GRACE_S = 120  # a trial not marked alive for this long is taken as lost (its worker on another machine is gone)
 MAX_RETRY = 3  # an interrupted trial is resumed up to this many times, then counts as failed
 STOP_WAIT_S = 120  # how long a stopped trial may take to save its checkpoint before it is killed
-TRIALS_CSV, BEST_YAML = "trials.csv", "best.yaml"
-PLOTS = {"history.png": "plot_optimization_history", "importances.png": "plot_param_importances"}
 
 
 def tune(
@@ -270,10 +269,11 @@ class Worker:
             set_key(config, key, value)
         config["trainer"]["default_root_dir"] = str(root)
         root.mkdir(parents=True, exist_ok=True)
-        write_text(
-            root / "trial.yaml", trial_header(self.study, trial.number) + yaml.safe_dump(config, sort_keys=False)
-        )
+        text = yaml.safe_dump(config, sort_keys=False)
+        write_text(root / "trial.yaml", trial_header(self.study, trial.number) + text)
+        # Also in the study: a worker on another machine writes best.yaml from the database alone.
         trial.set_user_attr("run_folder", str(root))
+        trial.set_user_attr("config", text)
         resume = bool(history) and (root / "checkpoints" / "last.ckpt").is_file()
         args = ["fit", "--config", str(root / "trial.yaml")]
         args += ["--ckpt_path", "last"] if resume else ["--overwrite", "true"]
@@ -505,6 +505,9 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+STATES = ("complete", "pruned", "fail", "running", "waiting")
+
+
 def write_outputs(study: optuna.Study, folder: Path, metric: str) -> None:
     """``trials.csv`` (every trial: state, value, time, parameters, reason), ``best.yaml`` and the plots."""
     trials = study.get_trials(deepcopy=False)
@@ -519,11 +522,26 @@ def write_outputs(study: optuna.Study, folder: Path, metric: str) -> None:
         writer.writerow([*row, reason, t.user_attrs.get("run_folder", "")])
     write_text(folder / TRIALS_CSV, out.getvalue())
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    if not complete:
+    best = study.best_trial if complete else None
+    summary = {
+        "format": 1,
+        "study": study.study_name,
+        "metric": metric,
+        "direction": study.direction.name.lower(),
+        "trials": {state: sum(t.state.name.lower() == state for t in trials) for state in STATES},
+        "best": None
+        if best is None
+        else {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "folder": Path(best.user_attrs["run_folder"]).name,  # under <study_dir>/trials
+        },
+    }
+    write_text(folder / STUDY_JSON, json.dumps(summary, indent=1) + "\n")
+    if best is None:
         return
-    best = study.best_trial
-    source = Path(best.user_attrs["run_folder"]) / "trial.yaml"
-    config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    config = yaml.safe_load(best.user_attrs["config"])
     config["trainer"]["default_root_dir"] = str(folder / "best")
     header = (
         f"# The best trial ({best.number}) of study '{study.study_name}': {metric} {best.value:.6g}.\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -115,6 +116,19 @@ def test_a_study_completes_prunes_and_fails_trials_and_its_best_config_reruns_ex
     ftlit("fit", "--config", str(out / "best.yaml"), env=ONE_THREAD)
     again = [float(r["val/loss"]) for r in read_metrics(out / "best") if r.get("val/loss")]
     assert again == pytest.approx(list(trials[0].intermediate_values.values()), abs=1e-6)
+    # `ftlit report` on the study folder: the search (every trial, its plots), then the best trial's own report.
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["best"]["number"] == 0 and summary["trials"] == {
+        "complete": 1, "pruned": 1, "fail": 2, "running": 0, "waiting": 0
+    }  # fmt: skip
+    from ftlit.commands.report import report
+
+    page = report([str(out)], out=str(tmp_path / "report")).read_text()
+    search = page.split('<section id="search"', 1)[1].split("</section>", 1)[0]
+    assert (
+        search.count("<tr>") == 5 and "pruned at step 50" in search and search.count("data:image/png") == 1
+    )  # history; importances need 2 complete
+    assert '<section id="curves"' in page  # the best trial's learning curves follow
 
 
 def test_search_finds_the_good_learning_rate_with_ddp_trials_drawn_once(tmp_path, base):
@@ -157,6 +171,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(tmp_path, base):
     for number in range(4):
         log = (out / "trials" / str(number) / "fit.log").read_text()
         assert log.count("$ ftlit fit") == 1
+    assert (out / "importances.png").read_bytes().startswith(b"\x89PNG")  # four finished trials: importances too
 
 
 def test_a_search_killed_mid_trial_resumes_that_trial_exactly_and_stops_at_the_total(tmp_path, base):
