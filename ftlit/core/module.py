@@ -116,6 +116,7 @@ class FineTuneModule(pl.LightningModule, ABC):
         head_lr: float | None = None,
         reinit_layers: int = 0,
         reinit_pooler: bool = False,
+        keep_layers: list[int] | None = None,
         l2sp_alpha: float = 0.0,
         lora_rank: int = 0,
         lora_alpha: float = 16.0,
@@ -146,6 +147,9 @@ class FineTuneModule(pl.LightningModule, ABC):
             head_lr: Learning rate of the task head (default: ``learning_rate``).
             reinit_layers: Re-initialise the top N encoder layers before training (few-sample fine-tuning).
             reinit_pooler: Re-initialise the pooler too.
+            keep_layers: Keep only these encoder layers (indices, bottom first) and drop the rest, before anything
+                else: a smaller, faster model ("Poor Man's BERT"), e.g. ``[0, 2, 4]`` (every other layer of 6) or
+                ``[0, 1, 2]`` (the bottom 3). Its checkpoints and exports are of the smaller model.
             l2sp_alpha: L2-SP strength: adds ``alpha/2 * ||theta - theta_pretrained||^2`` over the backbone.
             lora_rank: LoRA rank; above 0 trains low-rank adapters (and the head) instead of the backbone.
                 Needs the ``peft`` extra.
@@ -239,6 +243,10 @@ class FineTuneModule(pl.LightningModule, ABC):
         """Re-initialise, freeze, anchor L2-SP and add LoRA, in that order, on the freshly built backbone."""
         h = self.hparams
         parts = anatomy(self.model)
+        if pretrained and h.get("keep_layers") is not None:
+            # Rebuilt from a checkpoint, the model is already of the kept depth (its config says so).
+            strategies.keep_layers(self.model, parts, h.keep_layers)
+            parts = anatomy(self.model)
         # Layers that share their weights (ALBERT) have no per-layer strategies: one line, before anything changes.
         strategies.check_per_layer(parts, h.freeze_layers, h.reinit_layers, h.layer_lr_decay)
         n = len(parts.layers)

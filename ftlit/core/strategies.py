@@ -1,5 +1,6 @@
-"""Fine-tuning strategies that change the model or its optimizer: freezing, re-initialisation, L2-SP, LoRA and
-layer-wise learning rates. Each takes the model's ``Anatomy`` so it works across BERT-family architectures."""
+"""Fine-tuning strategies that change the model or its optimizer: dropping layers, freezing, re-initialisation,
+L2-SP, LoRA and layer-wise learning rates. Each takes the model's ``Anatomy`` so it works across BERT-family
+architectures."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ _PER_LAYER = {
     "model.reinit_layers": "they cannot be re-initialised one by one: drop the key",
     "model.layer_lr_decay": "they cannot have a learning rate each: set it to 1.0 (model.head_lr still applies)",
     "GradualUnfreezing": "they cannot thaw one by one: drop the callback, or use model.freeze_embeddings",
+    "model.keep_layers": "they cannot be dropped one by one: drop the key",
 }
 
 
@@ -43,6 +45,30 @@ def check_per_layer(
     ):
         if used:
             refuse_shared_layers(anatomy, key)
+
+
+def keep_layers(model: PreTrainedModel, anatomy: Anatomy, keep: list[int]) -> None:
+    """Keep only the encoder layers at indices ``keep`` (bottom first), dropping the others: the model gets smaller
+    and faster ("Poor Man's BERT", Sajjad et al. 2023: every other layer, or the bottom k, keep most of the
+    accuracy). Its config says the new depth, so checkpoints and exports rebuild at that size in plain
+    transformers."""
+    refuse_shared_layers(anatomy, "model.keep_layers")
+    n = len(anatomy.layers)
+    outside = [i for i in keep if not 0 <= i < n]
+    if not keep or outside:
+        raise ConfigError("model.keep_layers", f"{keep} names no layer or one outside 0..{n - 1} ({n} layers)")
+    if list(keep) != sorted(set(keep)):
+        raise ConfigError("model.keep_layers", f"{keep}: list each layer once, bottom first, e.g. [0, 2, 4]")
+    stacks = [
+        (name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and list(m) == anatomy.layers
+    ]
+    parent_name, _, attribute = stacks[0][0].rpartition(".")
+    parent = model.get_submodule(parent_name)
+    setattr(parent, attribute, nn.ModuleList(anatomy.layers[i] for i in keep))
+    config = model.config
+    config.num_hidden_layers = len(keep)
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds follow their layers
+        config.layer_types = [config.layer_types[i] for i in keep]
 
 
 def freeze(anatomy: Anatomy, backbone: bool = False, embeddings: bool = False, layers: int = 0) -> None:

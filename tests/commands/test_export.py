@@ -19,7 +19,7 @@ from transformers import (
     pipeline,
 )
 
-from conftest import cli_args, toy_rows, write_jsonl
+from conftest import cli_args, make_tiny_bert, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.commands import export as export_module
 from ftlit.commands.export import export, main
@@ -120,6 +120,24 @@ def test_lora_export_is_a_plain_merged_model(tiny_bert, toy_data, tmp_path):
     query = "bert.encoder.layer.0.attention.self.query.weight"
     pretrained = load_file(Path(tiny_bert) / "model.safetensors")
     assert not torch.equal(saved[query], pretrained[query.removeprefix("bert.")])
+    assert_pipeline_matches(out, predictions)
+
+
+def test_dropped_layers_export_a_smaller_model_that_plain_transformers_loads(tmp_path, toy_data):
+    deep = make_tiny_bert(tmp_path / "bert-4", layers=4)
+    root = tmp_path / "run"
+    # Trained, resumed-from and predicted with the layers dropped ("Poor Man's BERT": every other layer).
+    predictions = fit_and_predict(str(deep), toy_data, root, "--model.keep_layers=[1, 3]")
+    out = export(str(root / "checkpoints" / "last.ckpt"), str(tmp_path / "hf"))
+    config = AutoConfig.from_pretrained(out)
+    assert config.num_hidden_layers == 2
+    saved = load_file(out / "model.safetensors")
+    assert {k.split(".")[3] for k in saved if k.startswith("bert.encoder.layer.")} == {"0", "1"}
+    # Layer 0 of the export started as layer 1 of the backbone: the kept layers, not the bottom two.
+    start = load_file(deep / "model.safetensors")
+    ffn = "encoder.layer.{}.output.dense.weight"
+    before = [torch.dist(saved["bert." + ffn.format(0)], start[ffn.format(i)]).item() for i in range(4)]
+    assert min(range(4), key=before.__getitem__) == 1, before
     assert_pipeline_matches(out, predictions)
 
 

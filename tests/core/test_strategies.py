@@ -226,6 +226,9 @@ def test_strategies_compose(tiny_bert, toy_data, tmp_path):
         (["--model.lora_rank=4", "--model.l2sp_alpha=1"], "model.l2sp_alpha: LoRA freezes the backbone"),
         (["--model.freeze_layers=5"], "model.freeze_layers: 5 is more than the model's 2 layers"),
         (["--model.layer_lr_decay=0"], "model.layer_lr_decay: must be in (0, 1]"),
+        (["--model.keep_layers=[0, 2]"], "model.keep_layers: [0, 2] names no layer or one outside 0..1 (2 layers)"),
+        (["--model.keep_layers=[]"], "model.keep_layers: [] names no layer"),
+        (["--model.keep_layers=[1, 0]"], "model.keep_layers: [1, 0]: list each layer once, bottom first"),
         (["--model.freeze_backbone=true", *UNFREEZE], "GradualUnfreezing: cannot thaw what model.freeze_*"),
     ],
 )
