@@ -26,7 +26,7 @@ from typing_extensions import override
 from ftlit import backbone, upstream
 from ftlit.checkpoint_io import read_checkpoint, saved_backbone
 from ftlit.classes import class_path, find_class
-from ftlit.core import strategies, warm_start
+from ftlit.core import distillation, strategies, warm_start
 from ftlit.core.anatomy import Anatomy, anatomy
 from ftlit.core.attention import build_with_attention
 from ftlit.core.callbacks.clock import RunClock
@@ -95,6 +95,9 @@ class FineTuneModule(pl.LightningModule, ABC):
     """
 
     auto_class: Any = None  # e.g. transformers.AutoModelForSequenceClassification
+    # How a teacher's predictions are softened for distillation (softmax over labels, or a sigmoid per label);
+    # None: the task cannot be distilled.
+    distill_kind: distillation.Kind | None = None
     # The data module class this task trains on (checked by the CLI before anything is built).
     data_class: type[TaskDataModule] = TaskDataModule
 
@@ -125,6 +128,9 @@ class FineTuneModule(pl.LightningModule, ABC):
         compile: bool = False,
         trust_remote_code: bool = False,
         init_from: str | None = None,
+        teacher: str | None = None,
+        distill_alpha: float = 0.5,
+        distill_temperature: float = 2.0,
     ) -> None:
         """
         Args:
@@ -166,6 +172,13 @@ class FineTuneModule(pl.LightningModule, ABC):
                 written by ``ftlit export``, of ``backbone``'s architecture (whose tokenizer the data uses). Its
                 backbone carries over, its head too when it is the same task over the same labels (in any order);
                 LoRA adapters in it are merged first; L2-SP anchors to its weights.
+            teacher: Knowledge distillation (Hinton et al. 2015) from this fine-tuned classifier (an ftlit checkpoint
+                or an ``ftlit export`` folder) over the same labels, read with ``backbone``'s tokenizer: the loss is
+                ``distill_alpha * CE + (1 - distill_alpha) * T^2 * KL(teacher_T || student_T)``, the KL logged as
+                ``train/distill_loss``. The teacher is frozen and in no checkpoint. Classifiers only.
+            distill_alpha: The weight of the labels' cross-entropy, in [0, 1]; 1 trains as without a teacher.
+            distill_temperature: The temperature T that softens both predictions (above 0; 1 leaves them as
+                they are).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -182,12 +195,20 @@ class FineTuneModule(pl.LightningModule, ABC):
         if head_dropout is not None and not 0.0 <= head_dropout < 1.0:
             raise ConfigError("model.head_dropout", f"must be in [0, 1), got {head_dropout}")
         _optimizer_class(optimizer)
+        if not 0.0 <= distill_alpha <= 1.0:
+            raise ConfigError("model.distill_alpha", f"must be in [0, 1], got {distill_alpha}")
+        if not distill_temperature > 0:
+            raise ConfigError("model.distill_temperature", f"must be above 0, got {distill_temperature}")
+        if teacher is not None and self.distill_kind is None:
+            raise ConfigError("model.teacher", f"{type(self).__name__} cannot be distilled yet: classifiers only")
         self._check_strategies()
         self.label_names = label_names
         self.model: PreTrainedModel = self._build_backbone()
         # from_pretrained returns eval mode, and Lightning keeps each module's mode: dropout would stay off.
         self.model.train()
         self._apply_strategies(pretrained=_SAVED_BACKBONE.get() is None)
+        # Needed to train only: a model rebuilt from its checkpoint (export, predict) loads no teacher.
+        self.teacher = self._load_teacher() if teacher is not None and _SAVED_BACKBONE.get() is None else None
         # Each evaluation stage's metrics ("val", "test"), built by `evaluation_metrics` when first needed, and the
         # test's details (confusion matrix, curves) for test-results.json.
         self.metrics = nn.ModuleDict()
@@ -374,15 +395,24 @@ class FineTuneModule(pl.LightningModule, ABC):
         for evaluated in EVALUATED.get(stage, ()):
             self.evaluation_metrics(evaluated)
 
-    def training_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The task loss of a training batch (logged as ``train/loss``) and any term a strategy adds to what is
-        minimised (logged by the task itself), or ``None``."""
-        return self.loss(self(batch), batch), None
+    def training_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The task loss of a training batch (logged as ``train/loss``), any term a strategy adds to what is
+        minimised (logged by the task itself) or ``None``, and the logits (a teacher's target, when distilling)."""
+        logits = self(batch)
+        return self.loss(logits, batch), None, logits
 
     @override
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, extra = self.training_loss(batch)
-        total = loss if extra is None else loss + extra
+        loss, extra, logits = self.training_loss(batch)
+        objective = loss
+        if self.teacher is not None:
+            h = self.hparams
+            distill = distillation.kd_loss(
+                logits, self.teacher.logits(self.model_inputs(batch)), h.distill_temperature, self.distill_kind
+            )
+            self.log("train/distill_loss", distill, batch_size=batch["input_ids"].shape[0])
+            objective = h.distill_alpha * loss + (1 - h.distill_alpha) * distill
+        total = objective if extra is None else objective + extra
         # Stop before a non-finite loss reaches the weights (and any checkpoint); every rank must agree.
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(total)), all=True):
             raise TrainingError(
@@ -531,6 +561,24 @@ class FineTuneModule(pl.LightningModule, ABC):
         rank_zero_info(f"ftlit: {head}" + (f"; {filled}" if filled else ""))
         self._init_from = warm_start.provenance(init_from, start, head)
         return model
+
+    def _load_teacher(self) -> distillation.Teacher:
+        trusted = self.hparams.trust_remote_code
+        tokenizer = backbone.load_tokenizer(backbone.resolve(self.hparams.backbone), trust_remote_code=trusted)
+        # Loading draws random numbers (the weights are initialised before they are read): not from the run's
+        # stream, so dropout masks and the rest do not depend on whether a teacher is there.
+        with torch.random.fork_rng(devices=[]):
+            return self._read_teacher(tokenizer)
+
+    def _read_teacher(self, tokenizer: Any) -> distillation.Teacher:
+        return distillation.Teacher.load(
+            self.hparams.teacher,
+            list(self.label_names or []),
+            tokenizer,
+            sum(p.numel() for p in self.model.parameters()),
+            list(self.input_names),
+            trust_remote_code=self.hparams.trust_remote_code,
+        )
 
     def _load_weights(
         self, source: str, config: PretrainedConfig, field: str, quiet: bool = False

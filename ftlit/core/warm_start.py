@@ -42,17 +42,17 @@ def plain_model(model: nn.Module, label_names: list[str] | None) -> PreTrainedMo
 
 
 @contextmanager
-def source_folder(init_from: str, trust_remote_code: bool = False) -> Iterator[Path]:
+def source_folder(init_from: str, trust_remote_code: bool = False, field: str = FIELD) -> Iterator[Path]:
     """A Hugging Face model folder of ``init_from``: the folder itself, or, for a checkpoint, its task model
-    (LoRA merged) written to a temporary folder that is gone when the block ends."""
+    (LoRA merged) written to a temporary folder that is gone when the block ends; errors name ``field``."""
     path = Path(init_from).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigError(FIELD, f"'{init_from}' is a folder without config.json: give {_KINDS}")
+            raise ConfigError(field, f"'{init_from}' is a folder without config.json: give {_KINDS}")
         yield path
         return
     if not path.is_file():
-        raise ConfigError(FIELD, f"'{init_from}' does not exist: give {_KINDS}")
+        raise ConfigError(field, f"'{init_from}' does not exist: give {_KINDS}")
     try:
         ckpt = read_checkpoint(path)
         from ftlit.core.module import FineTuneModule  # the task classes build on this module's caller
@@ -60,7 +60,7 @@ def source_folder(init_from: str, trust_remote_code: bool = False) -> Iterator[P
         module = FineTuneModule.load_from_checkpoint(path, map_location="cpu", trust_remote_code=trust_remote_code)
     except ConfigError as err:
         problem = str(err)[len(err.field) + 2 :]  # without the field it named
-        raise ConfigError(FIELD, f"{problem}: give {_KINDS}") from None
+        raise ConfigError(field, f"{problem}: give {_KINDS}") from None
     model = plain_model(module.model, ckpt.get("hyper_parameters", {}).get("label_names"))
     with tempfile.TemporaryDirectory(prefix="ftlit-init-") as tmp:
         backbone.unpack(tmp, model.config, ckpt["ftlit"]["tokenizer"], ckpt["ftlit"].get("code"))

@@ -187,6 +187,7 @@ class SequenceClassifier(FineTuneModule):
     """Single-label classification of a text or text pair (SST-2, MRPC, MNLI, sentiment, topics)."""
 
     auto_class = AutoModelForSequenceClassification
+    distill_kind = "softmax"
     data_class = ClassificationDataModule
 
     def __init__(
@@ -318,7 +319,7 @@ class SequenceClassifier(FineTuneModule):
         return per_row.sum() / weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
 
     @override
-    def training_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def training_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """The classification loss, and with ``domain_weight`` the domain classifier's cross-entropy, whose
         gradient reaches the encoder reversed (``train/domain_loss``, ``train/domain_acc``, ``train/domain_scale``)."""
         if self.domain_head is None:
@@ -333,7 +334,7 @@ class SequenceClassifier(FineTuneModule):
         self.log("train/domain_loss", domain_loss, batch_size=n)
         self.log("train/domain_acc", (domain_logits.argmax(-1) == domains).float().mean(), batch_size=n)
         self.log("train/domain_scale", scale, batch_size=n)
-        return self.loss(out.logits, batch), domain_loss
+        return self.loss(out.logits, batch), domain_loss, out.logits
 
     @override
     def param_groups(self) -> list[dict[str, Any]]:

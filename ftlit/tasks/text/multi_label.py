@@ -159,6 +159,7 @@ class MultiLabelClassifier(FineTuneModule):
     """Any number of labels per text or text pair (topics, emotions, toxicity types): a sigmoid per label."""
 
     auto_class = AutoModelForSequenceClassification
+    distill_kind = "sigmoid"
     data_class = MultiLabelDataModule
 
     def __init__(self, *args: Any, threshold: float = 0.5, pos_weight: list[float] | None = None, **kwargs: Any):
