@@ -34,7 +34,12 @@ _ONNX_INLINE_LIMIT = 2**31 - 2**26
 
 
 def export(
-    ckpt_path: str, out: str, overwrite: bool = False, onnx: bool = False, trust_remote_code: bool = False
+    ckpt_path: str,
+    out: str,
+    overwrite: bool = False,
+    onnx: bool = False,
+    trust_remote_code: bool = False,
+    quantize: str | None = None,
 ) -> Path:
     """Write an ftlit checkpoint as a Hugging Face model folder: safetensors weights, config and tokenizer.
 
@@ -52,14 +57,20 @@ def export(
             ``end_logits`` for question answering). Needs ``onnx`` and ``onnxscript``.
         trust_remote_code: Let a model that ships its own Python code (packed in the checkpoint) run it while it
             is rebuilt. Off by default: the checkpoint's own setting is never used.
+        quantize: ``int8`` also writes ``model.int8.onnx`` beside ``model.onnx`` (implies ``onnx``): onnxruntime's
+            dynamic quantization (int8 weights, activations quantized as they run), about 4x smaller and faster on
+            a CPU. Needs ``onnxruntime``.
 
     Returns:
         The folder written.
     """
     target = check_folder(out, "out")
     check_target(target, overwrite, {"the checkpoint": Path(ckpt_path)})
+    if quantize not in (None, "int8"):
+        raise ConfigError("quantize", f"{quantize!r} is not a kind ftlit quantizes to: use int8, or drop the flag")
+    onnx = onnx or quantize is not None
     if onnx:
-        _check_onnx_installed()
+        _check_onnx_installed(quantize)
     ckpt = read_checkpoint(ckpt_path)
     cls = _model_class(ckpt, ckpt_path)
     module = cls.load_from_checkpoint(ckpt_path, map_location="cpu", trust_remote_code=trust_remote_code)
@@ -77,6 +88,8 @@ def export(
         model.save_pretrained(tmp)
         if onnx:
             _export_onnx(model, AutoTokenizer.from_pretrained(tmp), tmp / "model.onnx")
+        if quantize == "int8":
+            _quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
         replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -84,11 +97,29 @@ def export(
     return target
 
 
-def _check_onnx_installed() -> None:
+def _check_onnx_installed(quantize: str | None) -> None:
     # Checked before the model is rebuilt, so a missing package costs nothing.
     missing = [name for name in ("onnx", "onnxscript") if find_spec(name) is None]
     if missing:
         raise ConfigError("onnx", f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+    if quantize is not None and find_spec("onnxruntime") is None:
+        raise ConfigError("quantize", "int8 quantization needs onnxruntime: pip install onnxruntime")
+
+
+def _quantize_int8(source: Path, path: Path) -> None:
+    """Dynamic int8 quantization of ``source`` (weights int8 per tensor, activations quantized at run time)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    # It suggests shape pre-processing, whose symbolic inference does not complete on the dynamo export's graph.
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(source, path, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def _model_class(ckpt: dict[str, Any], ckpt_path: str) -> type[FineTuneModule]:
@@ -167,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             overwrite=config.overwrite,
             onnx=config.onnx,
             trust_remote_code=config.trust_remote_code,
+            quantize=config.quantize,
         )
     )
     print(f"ftlit: exported {config.ckpt_path} to {folder}")

@@ -144,7 +144,7 @@ def test_dropped_layers_export_a_smaller_model_that_plain_transformers_loads(tmp
 def test_onnx_export_matches_ftlit_predictions(trained):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    out = export(str(trained["ckpt"]), str(trained["tmp"] / "onnx"), onnx=True)
+    out = export(str(trained["ckpt"]), str(trained["tmp"] / "onnx"), quantize="int8")  # int8 implies onnx
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     assert names == ["input_ids", "attention_mask", "token_type_ids"]
@@ -161,12 +161,27 @@ def test_onnx_export_matches_ftlit_predictions(trained):
             assert got == pytest.approx(expected[i], abs=1e-4), TEXTS[i]
     # The plain export files are there too.
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    # The int8 model beside it: its matrix products run on int8 weights, with the same predictions on these texts.
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    int8 = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    enc = tokenizer(TEXTS, padding=True, return_tensors="np")
+    (logits,) = int8.run(["logits"], {n: enc[n] for n in names})
+    probs = torch.from_numpy(logits).softmax(-1)
+    assert probs.argmax(-1).tolist() == [max((0, 1), key=p["probs"].__getitem__) for p in trained["predictions"]]
+    assert torch.allclose(probs, torch.tensor(expected), atol=0.05)
 
 
 def test_onnx_without_its_packages_is_a_clear_error_before_any_work(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "find_spec", lambda name: None if name == "onnxscript" else object())
     with pytest.raises(ConfigError, match="onnx: ONNX export needs onnxscript: pip install onnxscript"):
         export(str(trained["ckpt"]), str(tmp_path / "hf"), onnx=True)
+    assert not (tmp_path / "hf").exists()
+    monkeypatch.setattr(export_module, "find_spec", lambda name: None if name == "onnxruntime" else object())
+    with pytest.raises(ConfigError, match="quantize: int8 quantization needs onnxruntime: pip install onnxruntime"):
+        export(str(trained["ckpt"]), str(tmp_path / "hf"), quantize="int8")
     assert not (tmp_path / "hf").exists()
 
 
@@ -242,6 +257,8 @@ def test_missing_foreign_and_truncated_checkpoints_are_one_line_errors(trained, 
     err = run_main(["--ckpt_path", str(truncated), "--out", str(out)], capsys)
     assert err.startswith(f"ftlit: error: ckpt_path: '{truncated}' is not a readable checkpoint")
     assert not out.exists()
+    err = run_main(["--ckpt_path", str(trained["ckpt"]), "--out", str(out), "--quantize", "int4"], capsys)
+    assert err == "ftlit: error: quantize: 'int4' is not a kind ftlit quantizes to: use int8, or drop the flag"
 
 
 def test_model_class_comes_from_the_checkpoint(trained, tmp_path):
