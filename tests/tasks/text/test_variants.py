@@ -162,6 +162,19 @@ def test_threshold_decides_the_predicted_labels(multi_label_run, tmp_path):
     assert sum(len(p["labels"]) for p in low) > sum(len(g["topics"]) for g in tagged_rows(12, 9))
 
 
+def test_a_multi_label_student_learns_its_teacher_s_per_label_probabilities(multi_label_run, tiny_bert, tmp_path):
+    """Distillation with a sigmoid per label: on the teacher's soft targets alone (alpha 0), the KL falls."""
+    teacher = multi_label_run["root"] / "checkpoints" / "last.ckpt"
+    root = tmp_path / "student"
+    args = [*multi_label_run["args"], f"--trainer.default_root_dir={root}", f"--model.teacher={teacher}",
+            "--model.distill_alpha=0", "--model.distill_temperature=1", "--overwrite=true"]  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTLIT_CACHE", str(multi_label_run["tmp"] / "cache"))
+        FtlitCLI(args=["fit", *args])
+    kl = column(run_metrics(root, 0), "train/distill_loss")
+    assert len(kl) > 10 and sum(kl[-4:]) < 0.5 * sum(kl[:4]), kl
+
+
 def test_label_layouts_give_the_same_multi_hot_targets(tiny_bert, tmp_path):
     """A list column, a separated string in a CSV, and one 0/1 column per label encode alike."""
     rows = tagged_rows(20, 3)
