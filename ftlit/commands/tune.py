@@ -103,9 +103,10 @@ def tune(
     folder = Path(study_dir or Path("runs") / "tune" / Path(search).stem)
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-    with study_lock(folder):  # two workers starting at once would both create the tables
-        study, storage = open_study(optuna, url, study_name or Path(search).stem, plan, direction, seed, base)
     caps = {"trainer.max_epochs": max_epochs, "trainer.max_steps": max_steps}
+    made_with = "\n".join(Path(f).read_text(encoding="utf-8") for f in config) + f"\n# caps: {caps}"
+    with study_lock(folder):  # two workers starting at once would both create the tables
+        study, storage = open_study(optuna, url, study_name or Path(search).stem, plan, direction, seed, made_with)
     base = trial_base(base, metric, direction, {k: v for k, v in caps.items() if v is not None})
     worker = Worker(study, storage, plan, base, folder, metric)
     print(f"ftlit tune: study '{study.study_name}' in {folder}: {metric} ({direction}), {n_trials} trials in all")
@@ -175,9 +176,11 @@ def trial_base(base: dict[str, Any], metric: str, direction: str, caps: dict[str
 
 
 def open_study(
-    optuna: Any, url: str, name: str, plan: Search, direction: str, seed: int, base: dict[str, Any]
+    optuna: Any, url: str, name: str, plan: Search, direction: str, seed: int, config: str
 ) -> tuple[optuna.Study, RDBStorage]:
-    """Create or load the study; a study made from another search file or config is refused, not mixed in."""
+    """Create or load the study; a study made from another search file or config (``config``: the config files'
+    text and the trial caps) is refused, not mixed in. The files are compared as written, not as resolved: an
+    ftlit upgrade that adds a key with its default does not orphan a study."""
     from optuna.storages import RDBStorage
 
     try:
@@ -202,7 +205,7 @@ def open_study(
         raise ConfigError("study_name", f"'{name}': {err}: give another study_name or study_dir") from None
     if list(study.directions) != [getattr(optuna.study.StudyDirection, direction.upper())]:
         raise ConfigError("search.direction", f"study '{name}' was made to {study.direction.name.lower()}")
-    made_with = {"search": plan.text, "config": yaml.safe_dump(base, sort_keys=True)}
+    made_with = {"search": plan.text, "config": config}
     for what, text in made_with.items():
         before = study.user_attrs.get(what)
         if before is None:
