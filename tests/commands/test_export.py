@@ -19,7 +19,7 @@ from transformers import (
     pipeline,
 )
 
-from conftest import cli_args, make_tiny_bert, toy_rows, write_jsonl
+from conftest import cli_args, cli_error, make_tiny_bert, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.commands import export as export_module
 from ftlit.commands.export import export, main
@@ -73,7 +73,7 @@ def trained(tiny_bert, tmp_path_factory) -> dict:
     shutil.rmtree(model_dir)
     ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
     out = export(str(ckpt), str(tmp / "hf"))
-    return {"ckpt": ckpt, "out": out, "predictions": predictions, "model_dir": model_dir, "tmp": tmp}
+    return {"ckpt": ckpt, "out": out, "predictions": predictions, "model_dir": model_dir, "tmp": tmp, "data": data}
 
 
 def test_pipeline_loads_the_export_offline_and_matches_ftlit_predictions(trained):
@@ -141,7 +141,7 @@ def test_dropped_layers_export_a_smaller_model_that_plain_transformers_loads(tmp
     assert_pipeline_matches(out, predictions)
 
 
-def test_onnx_export_matches_ftlit_predictions(trained):
+def test_onnx_export_matches_ftlit_predictions(trained, tiny_bert):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     out = export(str(trained["ckpt"]), str(trained["tmp"] / "onnx"), quantize="int8")  # int8 implies onnx
@@ -172,6 +172,26 @@ def test_onnx_export_matches_ftlit_predictions(trained):
     probs = torch.from_numpy(logits).softmax(-1)
     assert probs.argmax(-1).tolist() == [max((0, 1), key=p["probs"].__getitem__) for p in trained["predictions"]]
     assert torch.allclose(probs, torch.tensor(expected), atol=0.05)
+    # `ftlit predict` on either ONNX model writes the rows PyTorch's predict wrote.
+    predict = write_jsonl(trained["tmp"] / "onnx-predict.jsonl", [{"text": t} for t in TEXTS])
+    data = {**trained["data"], "predict_file": str(predict)}
+    for name in ("model.onnx", "model.int8.onnx"):
+        rows_file = trained["tmp"] / f"{name}.jsonl"
+        args = cli_args(tiny_bert, data, trained["tmp"] / "run", f"--predictions.onnx_model={out / name}",
+                        f"--predictions.output={rows_file}", "--ckpt_path=last")  # fmt: skip
+        FtlitCLI(args=["predict", *args])
+        rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+        assert [r["label"] for r in rows] == [p["label"] for p in trained["predictions"]], name
+        tolerance = 1e-4 if name == "model.onnx" else 0.05
+        for row, expected_row in zip(rows, trained["predictions"], strict=True):
+            assert row["probs"] == pytest.approx(expected_row["probs"], abs=tolerance), name
+
+
+def test_predict_with_a_missing_onnx_model_is_one_line(trained, tiny_bert, tmp_path, capsys):
+    args = cli_args(tiny_bert, trained["data"], tmp_path, f"--predictions.onnx_model={tmp_path / 'none.onnx'}")
+    error = cli_error(["predict", *args, f"--ckpt_path={trained['ckpt']}"], capsys)
+    missing = tmp_path / "none.onnx"
+    assert error.startswith(f"ftlit: error: predictions.onnx_model: '{missing}' is not a file: give a model.onnx")
 
 
 def test_onnx_without_its_packages_is_a_clear_error_before_any_work(trained, tmp_path, monkeypatch):

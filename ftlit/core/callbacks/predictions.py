@@ -20,17 +20,24 @@ from ftlit.run_folder import check_folder
 class PredictionWriter(BasePredictionWriter):
     """Collects every rank's predictions and writes them, in input order, to JSONL or CSV."""
 
-    def __init__(self, output: str | None = None, overwrite: bool = False) -> None:
+    def __init__(self, output: str | None = None, overwrite: bool = False, onnx_model: str | None = None) -> None:
         """
         Args:
             output: File to write (``.jsonl`` or ``.csv``); default ``<default_root_dir>/predictions.jsonl``.
             overwrite: Replace an existing output file; otherwise an existing file is an error.
+            onnx_model: Predict with this ONNX model (``model.onnx`` or ``model.int8.onnx`` from ``ftlit export
+                --onnx`` or ``--quantize int8`` of the same checkpoint) on onnxruntime's CPU engine instead of
+                PyTorch; the rows are written as PyTorch's would be. Needs ``onnxruntime``.
         """
         super().__init__(write_interval="epoch")
         if output is not None and Path(output).suffix not in (".jsonl", ".csv"):
             raise ConfigError("predictions.output", f"'{output}' must end in .jsonl or .csv")
+        if onnx_model is not None and not Path(onnx_model).is_file():
+            raise ConfigError("predictions.onnx_model", f"'{onnx_model}' is not a file: give a model.onnx from ftlit "
+                              "export --onnx")  # fmt: skip
         self.output = output
         self.overwrite = overwrite
+        self.onnx_model = onnx_model
 
     def path(self, trainer: pl.Trainer) -> Path:
         return output_path(self.output, trainer.default_root_dir)
@@ -38,6 +45,12 @@ class PredictionWriter(BasePredictionWriter):
     @override
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_output(self.path(trainer), self.overwrite)
+        if self.onnx_model is not None:
+            # After the checkpoint is loaded: the task module keeps its config, labels and decoding, and its
+            # transformers model gives way to the ONNX one.
+            from ftlit.core.onnx_engine import OnnxModel
+
+            pl_module.model = OnnxModel(self.onnx_model, pl_module.model.config)
 
     @override
     def write_on_epoch_end(
