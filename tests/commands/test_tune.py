@@ -206,6 +206,19 @@ def test_a_search_killed_mid_trial_resumes_that_trial_exactly_and_stops_at_the_t
     assert list(trials[1].intermediate_values) == [50, 100]
 
 
+def test_budget_storage_and_name_options(tmp_path, base):
+    """--timeout starts no trial after it, --max_steps caps each trial, --storage and --study_name place the study."""
+    search = write_yaml(tmp_path / "search.yaml", {"pruner": "none", "space": {"model.learning_rate": [GOOD_LR]}})
+    db = tmp_path / "elsewhere.db"
+    tune("--config", base, "--search", search, "--n_trials", "3", "--study_dir", str(tmp_path / "study"),
+         "--timeout", "1", "--max_steps", "3", "--storage", f"sqlite:///{db}", "--study_name", "mine")  # fmt: skip
+    study = optuna.load_study(study_name="mine", storage=f"sqlite:///{db}")
+    trials = study.get_trials(deepcopy=False)
+    assert states(study) == ["COMPLETE"] and list(trials[0].intermediate_values) == [3]
+    assert not (tmp_path / "study" / "study.db").exists()
+    assert yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())["trainer"]["max_steps"] == 3
+
+
 def test_a_config_error_outside_the_searched_keys_stops_the_search(tmp_path, base):
     search = write_yaml(
         tmp_path / "search.yaml",
