@@ -107,7 +107,8 @@ def _check_onnx_installed(quantize: str | None) -> None:
 
 
 def _quantize_int8(source: Path, path: Path) -> None:
-    """Dynamic int8 quantization of ``source`` (weights int8 per tensor, activations quantized at run time)."""
+    """Dynamic int8 quantization of ``source`` (weights int8 per output channel, activations quantized at run
+    time)."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -117,7 +118,8 @@ def _quantize_int8(source: Path, path: Path) -> None:
     # It suggests shape pre-processing, whose symbolic inference does not complete on the dynamo export's graph.
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(source, path, weight_type=QuantType.QInt8)
+        # Per output channel: on the quickstart's model, 97.7% of test labels as fp32's against 97.0% per tensor.
+        quantize_dynamic(source, path, weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
 
