@@ -30,9 +30,10 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from quickstart_cli import fit_and_test, quickstart_args
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -66,34 +67,27 @@ def prepare_data(out: Path) -> dict[str, str]:
 def run(system: str, seed: int, data: dict[str, str], ns: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One fit and test through ftlit's CLI; the test scores and the time."""
     root = work / f"{system}-{seed}"
-    args = [
-        "--config=configs/quickstart.yaml",
-        f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.enable_progress_bar=false",
+    args = quickstart_args(
+        root,
+        seed,
+        work,
+        ns.max_steps,
         *(f"--data.{k}={v}" for k, v in data.items()),
         "--data.predict_file=null",
         "--data.domain_column=source",
         f"--data.target_domain={TARGET}",
-        f"--data.cache_dir={work / 'cache'}",
-        "--overwrite=true",
-        *(["--trainer.max_steps", str(ns.max_steps)] if ns.max_steps else []),
         *SYSTEMS[system],
-    ]
-    start = time.perf_counter()
-    for command in (["fit", *args], ["test", *args, "--ckpt_path=best"]):
-        done = subprocess.run([sys.executable, "-m", "ftlit", *command], cwd=REPO, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{system} seed {seed} failed:\n{done.stderr[-3000:]}")
-    results = json.loads((root / "test-results.json").read_text())
+    )
+    done = fit_and_test(root, args, f"{system} seed {seed}")
+    results = done["results"]
     return {
         "system": system,
         "seed": seed,
         "test_acc": results["metrics"]["test/acc"],
         "test_f1": results["metrics"]["test/f1"],
         "test_rows": results["data"]["rows"],
-        "seconds": time.perf_counter() - start,
-        "command": "ftlit fit " + shlex.join(args),
+        "seconds": done["seconds"],
+        "command": done["command"],
     }
 
 

@@ -23,9 +23,10 @@ import platform
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from quickstart_cli import fit_and_test, quickstart_args
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -35,24 +36,8 @@ STUDENT = ["--model.keep_layers=[0, 2, 4]"]
 def run(system: str, seed: int, ns: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     """One fit and test of the quickstart through ftlit's CLI; its scores, size and test speed."""
     root = ns.work / f"{system}-{seed}"
-    args = [
-        "--config=configs/quickstart.yaml",
-        f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.enable_progress_bar=false",
-        f"--data.cache_dir={ns.work / 'cache'}",
-        "--overwrite=true",
-        *(["--trainer.max_steps", str(ns.max_steps)] if ns.max_steps else []),
-        *extra,
-    ]
-    start = time.perf_counter()
-    for command in (["fit", *args], ["test", *args, "--ckpt_path=best"]):
-        done = subprocess.run([sys.executable, "-m", "ftlit", *command], cwd=REPO, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{system} seed {seed} failed:\n{done.stderr[-3000:]}")
-    results = json.loads((root / "test-results.json").read_text())
-    timing = json.loads((root / "timing.json").read_text())
-    checkpoint = results["ckpt_path"]
+    done = fit_and_test(root, quickstart_args(root, seed, ns.work, ns.max_steps, *extra), f"{system} seed {seed}")
+    results, checkpoint = done["results"], done["results"]["ckpt_path"]
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
@@ -62,10 +47,10 @@ def run(system: str, seed: int, ns: argparse.Namespace, extra: list[str]) -> dic
         "test_acc": results["metrics"]["test/acc"],
         "test_rows": results["data"]["rows"],
         "parameters": sum(v.numel() for v in state.values()),
-        "test_rows_per_s": results["data"]["rows"] / timing["test"]["seconds"],
+        "test_rows_per_s": results["data"]["rows"] / done["timing"]["test"]["seconds"],
         "checkpoint": checkpoint,
-        "seconds": time.perf_counter() - start,
-        "command": "ftlit fit " + shlex.join(args),
+        "seconds": done["seconds"],
+        "command": done["command"],
     }
 
 

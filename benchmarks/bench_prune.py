@@ -25,9 +25,10 @@ import platform
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from quickstart_cli import fit_and_test, quickstart_args
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -50,23 +51,8 @@ def run(system: str, seed: int, ns: argparse.Namespace, extra: list[str]) -> dic
     from ftlit.core.callbacks.pruning import sparsity_of
 
     root = ns.work / f"{system.replace(' ', '-')}-{seed}"
-    args = [
-        "--config=configs/quickstart.yaml",
-        f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={root}",
-        "--trainer.enable_progress_bar=false",
-        f"--data.cache_dir={ns.work / 'cache'}",
-        "--overwrite=true",
-        *(["--trainer.max_steps", str(ns.max_steps)] if ns.max_steps else []),
-        *extra,
-    ]
-    start = time.perf_counter()
-    for command in (["fit", *args], ["test", *args, "--ckpt_path=best"]):
-        done = subprocess.run([sys.executable, "-m", "ftlit", *command], cwd=REPO, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{system} seed {seed} failed:\n{done.stderr[-3000:]}")
-    results = json.loads((root / "test-results.json").read_text())
-    timing = json.loads((root / "timing.json").read_text())
+    done = fit_and_test(root, quickstart_args(root, seed, ns.work, ns.max_steps, *extra), f"{system} seed {seed}")
+    results, timing = done["results"], done["timing"]
     checkpoint = torch.load(results["ckpt_path"], map_location="cpu", weights_only=True)
     model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(**checkpoint["ftlit"]["config"]))
     model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}, strict=False)
@@ -77,8 +63,8 @@ def run(system: str, seed: int, ns: argparse.Namespace, extra: list[str]) -> dic
         "sparsity": sparsity_of(model),
         "layers": model.config.num_hidden_layers,
         "test_rows_per_s": results["data"]["rows"] / timing["test"]["seconds"],
-        "seconds": time.perf_counter() - start,
-        "command": "ftlit fit " + shlex.join(args),
+        "seconds": done["seconds"],
+        "command": done["command"],
     }
 
 
