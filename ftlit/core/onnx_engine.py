@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
+from typing_extensions import override
 
 from ftlit.errors import ConfigError
 
@@ -35,6 +36,7 @@ class OnnxModel(nn.Module):
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.config = config
 
+    @override
     def forward(self, **inputs: torch.Tensor) -> ModelOutput:
         missing = [name for name in self.inputs if name not in inputs]
         if missing:
