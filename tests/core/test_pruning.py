@@ -73,7 +73,23 @@ def test_a_run_stopped_mid_schedule_resumes_to_the_same_weights(tiny_bert, toy_d
     [
         ("sparsity=1.0", "MagnitudePruning.sparsity: must be in [0, 1), got 1.0"),
         ("sparsity=-0.1", "MagnitudePruning.sparsity: must be in [0, 1), got -0.1"),
+        (("sparsity=0.5", "start_step=-1"), "MagnitudePruning.start_step: must be >= 0, got -1"),
+        (("sparsity=0.5", "every_n_steps=0"), "MagnitudePruning.every_n_steps: must be >= 1, got 0"),
+        (("sparsity=0.5", "end_step=0"), "MagnitudePruning.end_step: must be after start_step (0), got 0"),
     ],
 )
 def test_bad_pruning_values_are_one_line(tiny_bert, toy_data, tmp_path, capsys, option, message):
-    assert message in cli_error(["fit", *cli_args(tiny_bert, toy_data, tmp_path, *pruning(option))], capsys)
+    options = (option,) if isinstance(option, str) else option
+    assert message in cli_error(["fit", *cli_args(tiny_bert, toy_data, tmp_path, *pruning(*options))], capsys)
+
+
+def test_the_schedule_starts_at_start_step_and_ends_at_end_step():
+    from ftlit.core.callbacks.pruning import MagnitudePruning
+
+    callback = MagnitudePruning(0.8, start_step=10, end_step=20)
+    assert [callback.target(t, 100) for t in (0, 10)] == [0.0, 0.0]
+    assert callback.target(15, 100) == pytest.approx(0.8 * (1 - 0.5**3))
+    assert [callback.target(t, 100) for t in (20, 90)] == [pytest.approx(0.8)] * 2
+    # Without end_step the target is reached at 70% of the training's steps.
+    assert MagnitudePruning(0.5).target(70, 100) == pytest.approx(0.5)
+    assert MagnitudePruning(0.5).target(69, 100) < 0.5

@@ -54,8 +54,10 @@ class MagnitudePruning(ModelPruning):
         """
         if not 0.0 <= sparsity < 1.0:
             raise ConfigError(f"{FIELD}.sparsity", f"must be in [0, 1), got {sparsity}")
-        if start_step < 0 or every_n_steps < 1:
-            raise ConfigError(f"{FIELD}.every_n_steps", "start_step must be >= 0 and every_n_steps >= 1")
+        if start_step < 0:
+            raise ConfigError(f"{FIELD}.start_step", f"must be >= 0, got {start_step}")
+        if every_n_steps < 1:
+            raise ConfigError(f"{FIELD}.every_n_steps", f"must be >= 1, got {every_n_steps}")
         if end_step is not None and end_step <= start_step:
             raise ConfigError(f"{FIELD}.end_step", f"must be after start_step ({start_step}), got {end_step}")
         if scope not in ("global", "layer"):
