@@ -3,11 +3,15 @@
 The student's loss is ``alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``, where ``_T`` is a
 prediction at temperature T (softmax over the labels of a single-label classifier; for a multi-label one, each
 label's own sigmoid, as a two-way distribution). The teacher is frozen, in eval mode, runs without gradients, and is
-held outside the student's modules: it is in no checkpoint, optimizer or DDP wrapper.
+held outside the student's modules: it is in no checkpoint, optimizer or DDP wrapper. Its logits depend only on a
+row's tokens, so they are computed once and kept on disk (:class:`LogitCache`): later epochs and runs skip its forward.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -47,6 +51,15 @@ class Teacher:
         self.model = model.eval().requires_grad_(False)
         self.order = order  # teacher column of each student label, when the orders differ
         self.inputs = inputs  # the batch tensors its forward takes
+        self.cache: LogitCache | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of the teacher's weights and label order: what its logits of a row depend on, besides the row."""
+        digest = hashlib.blake2b(repr(self.order).encode(), digest_size=16)
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     @classmethod
     def load(
@@ -97,9 +110,74 @@ class Teacher:
 
     @torch.no_grad()
     def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The teacher's logits for a batch of the student's inputs, in the student's label order."""
+        """The teacher's logits for a batch of the student's inputs, in the student's label order: from the cache
+        when every row of the batch is in it."""
+        if self.cache is None:
+            return self.forward(inputs)
+        keys = self.cache.keys(inputs)
+        cached = self.cache.get(keys)
+        if cached is not None:
+            return cached.to(inputs["input_ids"].device)
+        logits = self.forward(inputs)
+        self.cache.put(keys, logits)
+        return logits
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's forward on a batch, in the student's label order."""
         device = next(iter(inputs.values())).device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
         logits = self.model(**{k: v for k, v in inputs.items() if k in self.inputs}).logits
         return logits if self.order is None else logits[:, self.order]
+
+
+class LogitCache:
+    """A teacher's logits of the rows it has seen, keyed by each row's tokens (those under the attention mask, so
+    the padding of a batch does not matter) and kept in ``<folder>/<teacher fingerprint>-rank<r>.pt``: each process
+    writes its own file and reads them all. A file that cannot be read is skipped (the rows are computed again)."""
+
+    def __init__(self, folder: Path, fingerprint: str, rank: int) -> None:
+        self.path = folder / f"{fingerprint}-rank{rank}.pt"
+        self.rows: dict[bytes, torch.Tensor] = {}
+        self.unsaved = 0
+        for file in sorted(folder.glob(f"{fingerprint}-rank*.pt")):
+            try:
+                saved = torch.load(file, map_location="cpu", weights_only=True)
+                self.rows.update(zip((bytes(k) for k in saved["keys"].tolist()), saved["logits"], strict=True))
+            except Exception as e:  # a cache: a damaged file costs a recomputation, never the run
+                rank_zero_warn(f"ftlit: ignoring the teacher's logit cache {file} ({type(e).__name__}: {e})")
+
+    @staticmethod
+    def keys(inputs: dict[str, torch.Tensor]) -> list[bytes]:
+        """One 16-byte key per row: a hash of its token ids (and token types) under the attention mask."""
+        ids = inputs["input_ids"].cpu()
+        mask = inputs.get("attention_mask", torch.ones_like(ids)).cpu().bool()
+        types = inputs.get("token_type_ids")
+        keys = []
+        for i in range(len(ids)):
+            digest = hashlib.blake2b(ids[i][mask[i]].numpy().tobytes(), digest_size=16)
+            if types is not None:
+                digest.update(types[i].cpu()[mask[i]].numpy().tobytes())
+            keys.append(digest.digest())
+        return keys
+
+    def get(self, keys: list[bytes]) -> torch.Tensor | None:
+        """The cached logits of these rows, or ``None`` unless every one is cached."""
+        rows = [self.rows.get(k) for k in keys]
+        return None if any(r is None for r in rows) else torch.stack(rows)  # type: ignore[misc]
+
+    def put(self, keys: list[bytes], logits: torch.Tensor) -> None:
+        for key, row in zip(keys, logits.detach().float().cpu(), strict=True):
+            self.rows[key] = row.clone()
+        self.unsaved += len(keys)
+
+    def save(self) -> None:
+        """Write the rows (when any are new), atomically: a kill leaves the old file or the new one."""
+        if not self.unsaved:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = torch.tensor([list(k) for k in self.rows], dtype=torch.uint8)
+        partial = self.path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"keys": keys, "logits": torch.stack(list(self.rows.values()))}, partial)
+        os.replace(partial, self.path)
+        self.unsaved = 0

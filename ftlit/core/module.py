@@ -32,7 +32,7 @@ from ftlit.core.attention import build_with_attention
 from ftlit.core.callbacks.clock import RunClock
 from ftlit.core.callbacks.rng import RNGState
 from ftlit.core.callbacks.safety import FinalState, GracefulStop
-from ftlit.core.datamodule import TaskDataModule
+from ftlit.core.datamodule import TaskDataModule, default_cache_dir
 from ftlit.core.results import DIRECTIONS, write_json, write_results
 from ftlit.core.samplers import upgrade_loader_state
 from ftlit.errors import ConfigError, TrainingError, config_error_in
@@ -131,6 +131,7 @@ class FineTuneModule(pl.LightningModule, ABC):
         teacher: str | None = None,
         distill_alpha: float = 0.5,
         distill_temperature: float = 2.0,
+        distill_cache: bool = True,
     ) -> None:
         """
         Args:
@@ -179,6 +180,8 @@ class FineTuneModule(pl.LightningModule, ABC):
             distill_alpha: The weight of the labels' cross-entropy, in [0, 1]; 1 trains as without a teacher.
             distill_temperature: The temperature T that softens both predictions (above 0; 1 leaves them as
                 they are).
+            distill_cache: Keep the teacher's logits of each training row on disk (under ``data.cache_dir``, keyed
+                by the teacher's weights and the row's tokens), so later epochs and runs skip the teacher's forward.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -346,6 +349,16 @@ class FineTuneModule(pl.LightningModule, ABC):
         if self.hparams.l2sp_alpha and self.l2sp is None:
             raise ConfigError("model.l2sp_alpha", "L2-SP needs the pretrained weights: train with model.backbone")
         self._directions_written = False
+        if self.teacher is not None and self.hparams.distill_cache:
+            datamodule = self.trainer.datamodule
+            root = datamodule.cache_dir if isinstance(datamodule, TaskDataModule) else Path(default_cache_dir())
+            fingerprint = self.teacher.fingerprint()
+            self.teacher.cache = distillation.LogitCache(root / "teacher-logits", fingerprint, self.global_rank)
+
+    @override
+    def on_train_end(self) -> None:
+        if self.teacher is not None and self.teacher.cache is not None:
+            self.teacher.cache.save()
 
     @override
     def configure_model(self) -> None:
@@ -614,6 +627,9 @@ class FineTuneModule(pl.LightningModule, ABC):
         # The backbone config and tokenizer (and code, for a model with its own) travel inside every checkpoint,
         # so it rebuilds with no network and without the original folder.
         checkpoint["ftlit"] = {"config": self.model.config.to_dict(), "tokenizer": self._tokenizer_files}
+        # Every row a checkpoint has trained on has its teacher logits on disk: a resumed run reads the same values.
+        if getattr(self, "teacher", None) is not None and self.teacher.cache is not None:
+            self.teacher.cache.save()
         if getattr(self, "_init_from", None):
             checkpoint["ftlit"]["init_from"] = self._init_from
         if self._code_files:

@@ -67,6 +67,33 @@ def test_alpha_one_trains_exactly_as_without_a_teacher(tiny_bert, teacher, tmp_p
     assert not torch.equal(plain["model.classifier.weight"], half["model.classifier.weight"])
 
 
+def test_cached_teacher_logits_equal_fresh_ones(tiny_bert, teacher, tmp_path, monkeypatch):
+    """model.distill_cache: the first run writes the teacher's logits, a second one never runs the teacher and learns
+    the same weights, bit for bit, as a run that computes every logit afresh; a damaged cache file is recomputed."""
+    forwards = []
+    fresh_forward = Teacher.forward
+    monkeypatch.setattr(Teacher, "forward", lambda self, inputs: forwards.append(1) or fresh_forward(self, inputs))
+    cache = tmp_path / "cache"
+    common = (f"--model.teacher={teacher['export']}", f"--data.cache_dir={cache}", "--trainer.max_epochs=2")
+    fresh = fit(tiny_bert, teacher["data"], tmp_path / "fresh", *common, "--model.distill_cache=false")
+    assert len(forwards) == 24 and not (cache / "teacher-logits").exists()  # 12 steps an epoch, each computed
+    forwards.clear()
+    cold = fit(tiny_bert, teacher["data"], tmp_path / "cold", *common)
+    assert len(forwards) == 12  # the first epoch; the second reads the cache
+    [saved] = (cache / "teacher-logits").glob("*-rank0.pt")
+    rows = {json.loads(line)["text"] for line in Path(teacher["data"]["train_file"]).read_text().splitlines()}
+    assert len(torch.load(saved, weights_only=True)["keys"]) == len(rows)  # every distinct training row
+    forwards.clear()
+    warm = fit(tiny_bert, teacher["data"], tmp_path / "warm", *common)
+    assert forwards == []
+    for run in (cold, warm):
+        assert all(torch.equal(fresh.model.state_dict()[k], v) for k, v in run.model.state_dict().items())
+    saved.write_bytes(b"not a cache")
+    with pytest.warns(UserWarning, match="ignoring the teacher's logit cache"):
+        fit(tiny_bert, teacher["data"], tmp_path / "damaged", *common)
+    assert len(forwards) == 12 and len(torch.load(saved, weights_only=True)["keys"]) == len(rows)
+
+
 def test_the_teacher_is_frozen_gets_no_gradient_and_stays_out_of_checkpoints(tiny_bert, teacher, tmp_path):
     cli = fit(tiny_bert, teacher["data"], tmp_path, f"--model.teacher={teacher['export']}", "--model.distill_alpha=0.3",
               "--model.distill_temperature=4")  # fmt: skip
