@@ -58,8 +58,8 @@ def export(
         trust_remote_code: Let a model that ships its own Python code (packed in the checkpoint) run it while it
             is rebuilt. Off by default: the checkpoint's own setting is never used.
         quantize: ``int8`` also writes ``model.int8.onnx`` beside ``model.onnx`` (implies ``onnx``): onnxruntime's
-            dynamic quantization (int8 weights, activations quantized as they run), about 4x smaller and faster on
-            a CPU. Needs ``onnxruntime``.
+            dynamic quantization (int8 weights, activations quantized as they run; each feed-forward block's second
+            linear layer stays fp32, for accuracy), about 3x smaller and faster on a CPU. Needs ``onnxruntime``.
 
     Returns:
         The folder written.
@@ -106,20 +106,34 @@ def _check_onnx_installed(quantize: str | None) -> None:
         raise ConfigError("quantize", "int8 quantization needs onnxruntime: pip install onnxruntime")
 
 
+# Activations whose outputs feed a feed-forward block's second matrix product.
+ACTIVATIONS = frozenset({"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Relu", "Silu"})
+
+
+def feed_forward_outputs(graph: Any) -> list[str]:
+    """The matrix products that read an activation's output: each feed-forward block's second linear layer."""
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and made_by.get(n.input[0]) in ACTIVATIONS]
+
+
 def _quantize_int8(source: Path, path: Path) -> None:
     """Dynamic int8 quantization of ``source`` (weights int8 per output channel, activations quantized at run
-    time)."""
+    time), except each feed-forward block's second linear layer: its input, after the activation, has the outliers
+    that a per-tensor activation scale loses (Bondarenko et al. 2021)."""
     import logging
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    keep_float = feed_forward_outputs(onnx.load(str(source), load_external_data=False).graph)
     root = logging.getLogger()
     level = root.level
     # It suggests shape pre-processing, whose symbolic inference does not complete on the dynamo export's graph.
     root.setLevel(logging.ERROR)
     try:
-        # Per output channel: on the quickstart's model, 97.7% of test labels as fp32's against 97.0% per tensor.
-        quantize_dynamic(source, path, weight_type=QuantType.QInt8, per_channel=True)
+        # On the quickstart's model, labels equal to fp32's on the 301 test sentences at batch 32: per tensor 97.0%,
+        # per output channel 97.7%, and with the feed-forward outputs in fp32 98.7% (99.3% at batch 1).
+        quantize_dynamic(source, path, weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep_float)
     finally:
         root.setLevel(level)
 

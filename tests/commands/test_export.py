@@ -164,8 +164,15 @@ def test_onnx_export_matches_ftlit_predictions(trained, tiny_bert):
     # The int8 model beside it: its matrix products run on int8 weights, with the same predictions on these texts.
     import onnx
 
-    ops = {node.op_type for node in onnx.load(str(out / "model.int8.onnx")).graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    from ftlit.commands.export import feed_forward_outputs
+
+    graph = onnx.load(str(out / "model.int8.onnx")).graph
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graph.node}
+    # ... except each feed-forward block's second product (its input has the outliers), which stays in fp32.
+    assert len(feed_forward_outputs(onnx.load(str(out / "model.onnx")).graph)) == 2  # the tiny model's 2 layers
+    assert len(feed_forward_outputs(graph)) == 2 and all(
+        n.op_type == "MatMul" for n in graph.node if n.name in feed_forward_outputs(graph)
+    )
     int8 = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
     enc = tokenizer(TEXTS, padding=True, return_tensors="np")
     (logits,) = int8.run(["logits"], {n: enc[n] for n in names})
