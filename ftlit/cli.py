@@ -260,6 +260,7 @@ COMMANDS = {
     "report": "ftlit.commands.report",
     "explain": "ftlit.commands.explain",
     "tune": "ftlit.commands.tune",
+    "serve": "ftlit.commands.serve",
 }
 
 

@@ -18,7 +18,7 @@ PACKAGE = REPO / "ftlit"
 OLD = ("ftlit.models", "ftlit.data", "ftlit.callbacks", "ftlit.metrics")
 # Lower may be imported by higher, never the other way round. Shared utilities are everything else: errors,
 # backbone, checkpoint I/O, run folders, checks, classes, upstream.
-LAYERS = {"ftlit.commands": 3, "ftlit.search": 2, "ftlit.tasks": 2, "ftlit.core": 1}
+LAYERS = {"ftlit.commands": 3, "ftlit.serve": 3, "ftlit.search": 2, "ftlit.tasks": 2, "ftlit.core": 1}
 # The modules that may import the command line: the entry point, and `ftlit tune`, which reads `ftlit fit` configs
 # with the CLI's own parser (inside the command, so importing it starts no cycle).
 CLI_USERS = ("ftlit.__main__", "ftlit.commands.tune")

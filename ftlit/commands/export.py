@@ -25,6 +25,7 @@ from ftlit.core.module import FineTuneModule
 from ftlit.core.warm_start import plain_model
 from ftlit.errors import ConfigError, report_errors
 from ftlit.run_folder import check_folder
+from ftlit.serve import spec
 from ftlit.tasks.text.classification import SequenceClassifier
 
 # Model inputs in the order the ONNX graph takes them; only those the tokenizer produces are used.
@@ -86,6 +87,8 @@ def export(
         backbone.unpack(tmp, model.config, ckpt["ftlit"]["tokenizer"], ckpt["ftlit"].get("code"))
         # transformers 5 writes safetensors only (model.safetensors, sharded above 50 GB), never pytorch_model.bin.
         model.save_pretrained(tmp)
+        # How ftlit reads an input for this model (task, data columns, max_length): serve predicts as predict does.
+        spec.write(tmp, ckpt)
         if onnx:
             _export_onnx(model, AutoTokenizer.from_pretrained(tmp), tmp / "model.onnx")
         if quantize == "int8":

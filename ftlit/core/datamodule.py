@@ -226,6 +226,7 @@ class TaskDataModule(pl.LightningDataModule, ABC):
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError("data.val_fraction", f"must be in [0, 1), got {val_fraction}")
         self.tokenizer_name = tokenizer
+        self.from_requests = False  # see for_requests
         self.files = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
         self.dataset = dataset
         self.dataset_config = dataset_config
@@ -253,6 +254,15 @@ class TaskDataModule(pl.LightningDataModule, ABC):
 
     # --- what a task supplies -------------------------------------------------------------------------------
 
+    @classmethod
+    def for_requests(cls, tokenizer: str, **settings: Any) -> TaskDataModule:
+        """A data module that reads no file: its inputs come from elsewhere (``ftlit serve``'s requests) and go
+        through :meth:`check_split`, :meth:`encode` and :meth:`collate` as a predict file's rows would."""
+        data = cls(tokenizer=tokenizer, predict_file="<requests>", **settings)
+        data.files["predict"] = None
+        data.from_requests = True
+        return data
+
     @abstractmethod
     def check_split(self, split: str, ds: datasets.Dataset) -> None:
         """Raise a ConfigError if ``ds`` lacks what the task needs (columns, known labels)."""
@@ -278,7 +288,8 @@ class TaskDataModule(pl.LightningDataModule, ABC):
             batched=True,
             remove_columns=ds.column_names,
             load_from_cache_file=False,
-            new_fingerprint=f"ftlit-{self.cache_key()}-{split}",
+            # Requests are never cached: their key would need what only training data has (the label set).
+            new_fingerprint="ftlit-requests" if self.from_requests else f"ftlit-{self.cache_key()}-{split}",
             desc=f"Tokenizing {split}",
             **kwargs,
         )

@@ -100,6 +100,8 @@ class FineTuneModule(pl.LightningModule, ABC):
     distill_kind: distillation.Kind | None = None
     # The data module class this task trains on (checked by the CLI before anything is built).
     data_class: type[TaskDataModule] = TaskDataModule
+    # The init arguments that shape predictions (not training): an export keeps them, so it predicts alike.
+    predict_settings: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -342,6 +344,10 @@ class FineTuneModule(pl.LightningModule, ABC):
         """Refuse data this model cannot train on, before any work: the CLI calls it before a fit starts (and
         ``on_fit_start`` again, for fits started from Python). A task that needs more than its data module's
         checks adds them here."""
+
+    def attach_data(self, datamodule: TaskDataModule) -> None:
+        """Take from the data module what predicting needs beyond the batches (a Trainer calls it from ``setup``;
+        ``ftlit serve``, which runs no Trainer, directly). Nothing by default."""
 
     @override
     def on_fit_start(self) -> None:

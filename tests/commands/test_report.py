@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import functools
-import importlib.util
 import io
 import json
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from helpers.browser import browser_missing, chromium
 from lightning.pytorch.loggers import CSVLogger
 
 from conftest import command_error
@@ -486,25 +485,16 @@ def test_help_documents_every_option(capsys):
         assert option in help_text
 
 
-def _browser_missing() -> str | None:
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed"
-    if not Path("/usr/bin/chromium").is_file() and shutil.which("chromium") is None:
-        return "no chromium binary (/usr/bin/chromium or chromium on PATH)"
-    return None
-
-
 def test_a_real_browser_shows_the_page_without_errors_and_loads_every_image(classified):
-    reason = _browser_missing()
+    reason = browser_missing()
     if reason is not None:
         pytest.skip(f"needs a headless browser: {reason}")
     from playwright.sync_api import sync_playwright
 
     _, page_path = classified
-    chromium = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else shutil.which("chromium")
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page()
             page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)

@@ -42,6 +42,7 @@ class QuestionAnswering(FineTuneModule):
 
     auto_class = AutoModelForQuestionAnswering
     data_class = QuestionAnsweringDataModule
+    predict_settings = ("n_best", "max_answer_length", "null_score_diff_threshold")
 
     def __init__(
         self,
@@ -111,11 +112,15 @@ class QuestionAnswering(FineTuneModule):
         )
 
     @override
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+    def attach_data(self, datamodule: Any) -> None:
         if not isinstance(datamodule, QuestionAnsweringDataModule):
             raise ConfigError("data.class_path", "QuestionAnswering needs ftlit.tasks.qa.QuestionAnsweringDataModule")
         self.version_2 = datamodule.version_2_with_negative
+
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        self.attach_data(datamodule)
         # The metrics hold this run's examples: built afresh for each stage, and only for splits the data has.
         for evaluated in [key for key in self.metrics if key in ("val", "test")]:
             del self.metrics[evaluated]

@@ -161,6 +161,7 @@ class MultiLabelClassifier(FineTuneModule):
     auto_class = AutoModelForSequenceClassification
     distill_kind = "sigmoid"
     data_class = MultiLabelDataModule
+    predict_settings = ("threshold",)
 
     def __init__(self, *args: Any, threshold: float = 0.5, pos_weight: list[float] | None = None, **kwargs: Any):
         """

@@ -1,0 +1,179 @@
+"""A fine-tuned model ready to answer requests: loaded once from an ftlit checkpoint or an exported folder, it turns
+input rows (the fields of the task's data files) into the rows ``ftlit predict`` writes for them.
+
+Inputs go through the task's own data module (its checks, tokenization and padding) and its own ``predict_step``,
+so a served prediction is ``ftlit predict``'s by construction, not a second implementation of it.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import torch
+
+from ftlit import backbone
+from ftlit.checkpoint_io import read_checkpoint, saved_backbone
+from ftlit.classes import find_class
+from ftlit.core.datamodule import TaskDataModule
+from ftlit.core.module import FineTuneModule
+from ftlit.errors import ConfigError
+from ftlit.serve import spec as specs
+from ftlit.tasks.ner import TokenClassificationDataModule
+from ftlit.tasks.ner.data import word_spans
+from ftlit.tasks.qa import QuestionAnsweringDataModule
+from ftlit.tasks.text import SequenceRegressor, TextDataModule
+
+Engine = Literal["torch", "onnx", "onnx-int8"]
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+# How the served tasks are named to clients.
+TASK_NAMES = {
+    "SequenceClassifier": "classification",
+    "SequenceRegressor": "regression",
+    "MultiLabelClassifier": "multi-label classification",
+    "TokenClassifier": "named-entity recognition",
+    "QuestionAnswering": "question answering",
+}
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None``: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+class Predictor:
+    """One model and its data module, in eval mode; :meth:`predict` is not thread-safe (one caller at a time)."""
+
+    def __init__(self, module: FineTuneModule, datamodule: TaskDataModule, source: str, engine: Engine) -> None:
+        self.module = module.eval()
+        self.datamodule = datamodule
+        self.source = source
+        self.engine = engine
+        self.task = TASK_NAMES.get(type(module).__name__, type(module).__name__)
+        module.attach_data(datamodule)
+        datasets.disable_progress_bars()
+
+    @classmethod
+    def load(cls, model: str, engine: Engine = "torch", trust_remote_code: bool = False) -> Predictor:
+        """Load ``model``: an ftlit checkpoint file, or a folder written by ``ftlit export`` (or any Hugging Face
+        folder of a task head ftlit has). ``engine`` ``onnx``/``onnx-int8`` runs the folder's ``model.onnx`` /
+        ``model.int8.onnx`` on onnxruntime instead of PyTorch. A checkpoint's own remote-code setting is never used."""
+        if engine not in ("torch", *ONNX_FILES):
+            raise ConfigError("engine", f"{engine!r} is not an engine: use torch, onnx or onnx-int8")
+        path = Path(model)
+        if not path.exists():
+            raise ConfigError("model", f"'{model}' does not exist: give an ftlit checkpoint or an exported folder")
+        if engine != "torch":
+            if not path.is_dir():
+                raise ConfigError("engine", f"{engine} runs an exported folder's {ONNX_FILES[engine]}: give --model "
+                                  "a folder from ftlit export --onnx (or --quantize int8)")  # fmt: skip
+            if not (path / ONNX_FILES[engine]).is_file():
+                flag = "--onnx" if engine == "onnx" else "--quantize int8"
+                raise ConfigError("engine", f"'{path}' has no {ONNX_FILES[engine]}: export it with ftlit export {flag}")
+        with backbone.quiet():
+            module, data = (
+                cls._from_folder(path, trust_remote_code)
+                if path.is_dir()
+                else cls._from_checkpoint(path, trust_remote_code)
+            )
+        if engine != "torch":
+            from ftlit.core.onnx_engine import OnnxModel
+
+            module.model = OnnxModel(path / ONNX_FILES[engine], module.model.config, field="engine")
+        return cls(module, data, str(model), engine)
+
+    @staticmethod
+    def _from_checkpoint(path: Path, trust_remote_code: bool) -> tuple[FineTuneModule, TaskDataModule]:
+        try:
+            ckpt = read_checkpoint(path)
+            spec = specs.from_checkpoint(ckpt)
+            saved = saved_backbone(ckpt)
+        except ConfigError as err:
+            raise ConfigError("model", str(err).split(": ", 1)[1]) from None
+        cls = specs.task_class(spec["task"], "model")
+        module = cls.load_from_checkpoint(path, map_location="cpu", trust_remote_code=trust_remote_code)
+        with tempfile.TemporaryDirectory() as tmp:
+            backbone.unpack(tmp, saved["config"], saved["tokenizer"], saved.get("code"))
+            data = Predictor._data_module(spec, tmp, trust_remote_code)
+        return module, data
+
+    @staticmethod
+    def _from_folder(folder: Path, trust_remote_code: bool) -> tuple[FineTuneModule, TaskDataModule]:
+        config = backbone.load_config(str(folder), "model", trust_remote_code=trust_remote_code)
+        spec = specs.read(folder, config)
+        cls = specs.task_class(spec["task"], "model")
+        # A regressor's one output has no label name (its config says LABEL_0).
+        labels = None if issubclass(cls, SequenceRegressor) else [config.id2label[i] for i in range(config.num_labels)]
+        module = cls(backbone=str(folder), label_names=labels, trust_remote_code=trust_remote_code, **spec["predict"])
+        return module, Predictor._data_module(spec, str(folder), trust_remote_code)
+
+    @staticmethod
+    def _data_module(spec: dict[str, Any], tokenizer: str, trust_remote_code: bool) -> TaskDataModule:
+        data_cls = find_class(spec["data"]["class_path"], imported_only=True)
+        if not (isinstance(data_cls, type) and issubclass(data_cls, TaskDataModule)):
+            raise ConfigError("model", f"names data module {spec['data']['class_path']}, which is not ftlit's")
+        data = data_cls.for_requests(tokenizer, trust_remote_code=trust_remote_code, **spec["data"]["init_args"])
+        data.tokenizer  # noqa: B018 - read now, while its folder exists
+        return data
+
+    # --- the task's inputs --------------------------------------------------------------------------------------
+
+    @property
+    def input_fields(self) -> dict[str, bool]:
+        """The fields of one input (the task's data columns) and whether each is required."""
+        dm = self.datamodule
+        if isinstance(dm, QuestionAnsweringDataModule):
+            return {dm.question_column: True, dm.context_column: True, dm.id_column: False}
+        if isinstance(dm, TextDataModule):
+            return dict.fromkeys(dm.text_columns, True)
+        if isinstance(dm, TokenClassificationDataModule):
+            return {dm.text_column: True}
+        raise ConfigError("model", f"{type(self.module).__name__} models cannot be served")
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.module.label_names or [])
+
+    @property
+    def max_length(self) -> int:
+        return self.datamodule.max_length
+
+    def check(self, rows: list[dict[str, Any]]) -> None:
+        """Raise a ConfigError for rows the task cannot read (its data module's own checks of a predict file)."""
+        self.datamodule.check_split("predict", datasets.Dataset.from_list(rows))
+
+    def truncated(self, rows: list[dict[str, Any]]) -> list[int]:
+        """The rows longer than ``max_length`` tokens, which are cut as in training. Question answering reads a long
+        context in overlapping windows and cuts nothing."""
+        dm = self.datamodule
+        if isinstance(dm, QuestionAnsweringDataModule):
+            return []
+        kwargs: dict[str, Any] = {}
+        if isinstance(dm, TokenClassificationDataModule):
+            texts = [r[dm.text_column] for r in rows]
+            columns: list[Any] = [[[t[a:b] for a, b in word_spans(t)] for t in texts]]
+            kwargs["is_split_into_words"] = True
+        else:
+            columns = [[r[c] for r in rows] for c in dm.text_columns]
+        encoded = dm.tokenizer(*columns, truncation=True, max_length=dm.max_length, **kwargs)
+        return [i for i, e in enumerate(encoded.encodings) if e.overflowing]
+
+    @torch.inference_mode()
+    def predict(self, rows: list[dict[str, Any]], batch_size: int = 32) -> list[dict[str, Any]]:
+        """``ftlit predict``'s row for each input row, in order, in batches of ``batch_size`` padded to their
+        longest; NaN and infinities come out as ``None``."""
+        encoded = self.datamodule.encode("predict", datasets.Dataset.from_list(rows))
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(encoded), batch_size):
+            features = [encoded[i] for i in range(start, min(start + batch_size, len(encoded)))]
+            out += self.module.predict_step(self.datamodule.collate(features), 0)
+        return finite(out)
