@@ -158,6 +158,22 @@ def cache_damage(folder: Path) -> str | None:
     return None
 
 
+class Columns:
+    """Encoded rows as plain columns (what :meth:`TaskDataModule.map_rows` gives for requests), read as a
+    ``datasets.Dataset`` is: ``table["input_ids"]`` is a column, ``table[3]`` a row, ``len(table)`` the rows."""
+
+    def __init__(self, columns: dict[str, list]) -> None:
+        self.columns = dict(columns)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), []))
+
+    def __getitem__(self, key: int | str) -> Any:
+        if isinstance(key, str):
+            return self.columns[key]
+        return {name: values[key] for name, values in self.columns.items()}
+
+
 class TaskDataModule(pl.LightningDataModule, ABC):
     """Shared base: subclasses say how to check columns, find labels, encode a split and batch rows (:meth:`collate`:
     the backbone's inputs, the targets, and the task's metadata under ``batch[META]``)."""
@@ -275,21 +291,26 @@ class TaskDataModule(pl.LightningDataModule, ABC):
         """Task settings that change the encoded data, folded into the cache key."""
         return {}
 
-    def map_rows(self, ds: datasets.Dataset, split: str, function: Any, **kwargs: Any) -> datasets.Dataset:
+    def map_rows(self, ds: datasets.Dataset, split: str, function: Any, **kwargs: Any) -> datasets.Dataset | Columns:
         """Run ``function`` over batches of ``ds``, replacing its columns: the one way a task tokenizes a split.
 
         ftlit caches the encoded splits itself, under :meth:`cache_key`, so datasets' own cache is not read, and
         the fingerprint it would compute by pickling ``function`` (its closure holds the tokenizer: 0.3 s per
         split for MiniLM) is given instead. ``function`` must still not hold ``self`` (the trainer and model):
         datasets pickles it to run with several processes.
+
+        A data module :meth:`for_requests` calls ``function`` once, directly, and gives plain :class:`Columns`:
+        datasets' bookkeeping costs more than tokenizing a request's few rows.
         """
+        if self.from_requests:
+            indices = list(range(len(ds)))
+            return Columns(function(ds.to_dict(), indices) if kwargs.get("with_indices") else function(ds.to_dict()))
         return ds.map(
             function,
             batched=True,
             remove_columns=ds.column_names,
             load_from_cache_file=False,
-            # Requests are never cached: their key would need what only training data has (the label set).
-            new_fingerprint="ftlit-requests" if self.from_requests else f"ftlit-{self.cache_key()}-{split}",
+            new_fingerprint=f"ftlit-{self.cache_key()}-{split}",
             desc=f"Tokenizing {split}",
             **kwargs,
         )
