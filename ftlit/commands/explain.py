@@ -53,7 +53,7 @@ _STEPS_PER_BATCH = 32
 
 
 @dataclass
-class _Input:
+class Input:
     """One text (or text pair) to explain, and how an error about it names it: ``<field>: <where><problem>``."""
 
     text: Any
@@ -99,14 +99,14 @@ def explain(
         if len(text_pairs) != len(texts):
             raise ConfigError("text_pairs", f"{len(text_pairs)} pairs for {len(texts)} texts: give one per text")
     pairs = text_pairs if text_pairs is not None else [None] * len(texts)
-    inputs = [_Input(t, p, "texts", f"item {i}: ") for i, (t, p) in enumerate(zip(texts, pairs, strict=True))]
+    inputs = [Input(t, p, "texts", f"item {i}: ") for i, (t, p) in enumerate(zip(texts, pairs, strict=True))]
     return _explain(ckpt_path, inputs, target, n_steps, trust_remote_code)
 
 
 # Captum takes gradients: a caller's inference_mode would make the rebuilt model's weights inference tensors.
 @torch.inference_mode(False)
 def _explain(
-    ckpt_path: str, inputs: list[_Input], target: str | None, n_steps: int, trust_remote_code: bool
+    ckpt_path: str, inputs: list[Input], target: str | None, n_steps: int, trust_remote_code: bool
 ) -> list[dict[str, Any]]:
     """The checks (cheapest first), then the model, then one attribution per text or entity."""
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
@@ -127,7 +127,23 @@ def _explain(
     module = FineTuneModule.load_from_checkpoint(ckpt_path, map_location="cpu", trust_remote_code=trust_remote_code)
     if not isinstance(module, SUPPORTED):
         raise _task_error(ckpt_path, type(module))
-    tokenizer = _checkpoint_tokenizer(ckpt, trust_remote_code)
+    return attribute(module, _checkpoint_tokenizer(ckpt, trust_remote_code), inputs, target, n_steps)
+
+
+def can_explain(module: FineTuneModule) -> bool:
+    """Whether :func:`attribute` explains this model here (its task, and captum installed)."""
+    return isinstance(module, SUPPORTED) and find_spec("captum") is not None
+
+
+@torch.inference_mode(False)
+def attribute(
+    module: FineTuneModule,
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: list[Input],
+    target: str | None = None,
+    n_steps: int = 50,
+) -> list[dict[str, Any]]:
+    """The entries of ``inputs`` by a loaded sequence or token classifier (``ftlit serve`` keeps one loaded)."""
     model = module.model.eval()
     labels = label_names(model.config)
     if target is not None and target not in labels:
@@ -140,7 +156,7 @@ def _explain(
     return entries
 
 
-def _check_text(item: _Input) -> None:
+def _check_text(item: Input) -> None:
     if not isinstance(item.text, str):
         raise item.error(f"the text is {type(item.text).__name__}, not a string")
     if not item.text.strip():
@@ -207,7 +223,7 @@ class _Explainer:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.unk_token_id or 0)
 
-    def encode(self, item: _Input) -> Any:
+    def encode(self, item: Input) -> Any:
         """The text tokenized as the task's ``ftlit predict`` does it, checked against the model's length."""
         options = {"return_special_tokens_mask": True, "return_tensors": "pt"}
         if self.ner:
@@ -221,7 +237,7 @@ class _Explainer:
             raise item.error(f"{length} tokens, more than the model's {self.limit}: shorten it")
         return encoding
 
-    def explain(self, item: _Input, encoding: Any, target: str | None) -> list[dict[str, Any]]:
+    def explain(self, item: Input, encoding: Any, target: str | None) -> list[dict[str, Any]]:
         ids = encoding["input_ids"]
         names = [n for n in self.module.input_names if n != "input_ids" and n in encoding]
         extra = tuple(encoding[n] for n in names)
@@ -294,7 +310,7 @@ class _Explainer:
         return attributions.sum(-1)[0].tolist(), float(delta.reshape(-1)[0]), probability, chosen
 
     def _sequence_words(
-        self, item: _Input, encoding: Any, scores: list[float], special: torch.Tensor
+        self, item: Input, encoding: Any, scores: list[float], special: torch.Tensor
     ) -> list[dict[str, Any]]:
         """Sub-token scores summed into the whitespace words of the text (and of the pair: segment 1)."""
         segments = [(item.text, 0)] + ([(item.text_pair, 1)] if item.text_pair is not None else [])
@@ -326,7 +342,7 @@ class _Explainer:
         return [{"word": text[a:b], "start": a, "end": b, "score": s} for (a, b), s in zip(spans, totals, strict=True)]
 
     def _entry(
-        self, item: _Input, predicted: int, chosen: int, probability: float, delta: float, words: list[dict]
+        self, item: Input, predicted: int, chosen: int, probability: float, delta: float, words: list[dict]
     ) -> dict[str, Any]:
         return {
             "text": item.text,
@@ -424,7 +440,7 @@ def render_entries(entries: list[dict[str, Any]]) -> str:
 # --- the command -------------------------------------------------------------------------------------------------
 
 
-def read_inputs(path: str) -> list[_Input]:
+def read_inputs(path: str) -> list[Input]:
     """The rows of a JSON lines file: ``{"text": ..., "text_pair": ...}`` (``text_pair`` optional)."""
     file = Path(path).expanduser()
     if not file.is_file():
@@ -448,7 +464,7 @@ def read_inputs(path: str) -> list[_Input]:
         if "text" not in row:
             keys = ", ".join(map(str, row)) or "none"
             raise ConfigError("input", f"line {number} of '{path}' has no \"text\" key (keys: {keys})")
-        inputs.append(_Input(row["text"], row.get("text_pair"), "input", f"line {number}: "))
+        inputs.append(Input(row["text"], row.get("text_pair"), "input", f"line {number}: "))
     if not inputs:
         raise ConfigError("input", f"'{path}' has no rows: give one JSON object per line")
     return inputs
@@ -491,7 +507,7 @@ def write_explanations(
         raise ConfigError("text_pair", 'goes with --text; in an --input file, give each row a "text_pair"')
     target_folder = Path(out).expanduser()
     check_target(target_folder, overwrite, {"the checkpoint": Path(ckpt_path)})
-    inputs = [_Input(text, text_pair, "text", "")] if text is not None else read_inputs(input)
+    inputs = [Input(text, text_pair, "text", "")] if text is not None else read_inputs(input)
     entries = _explain(ckpt_path, inputs, target, n_steps, trust_remote_code)
 
     target_folder.parent.mkdir(parents=True, exist_ok=True)

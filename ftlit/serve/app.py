@@ -7,6 +7,7 @@ on serving. Limits on the body, the inputs per request and the characters per te
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -20,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from ftlit.commands import explain as explanations
 from ftlit.errors import ConfigError
 from ftlit.serve import schemas
 from ftlit.serve.batching import Batcher
@@ -87,6 +89,8 @@ def build_app(predictor: Predictor, limits: Limits) -> FastAPI:
     many = schemas.batch_model(one, limits.max_inputs)
     answer = schemas.response_model(task)
     batcher = Batcher(predictor.predict, limits.max_batch_size, limits.batch_timeout_ms)
+    # Word attributions (extra explain): a sequence or token classifier on the PyTorch engine.
+    explains = predictor.engine == "torch" and explanations.can_explain(predictor.module)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -152,6 +156,7 @@ def build_app(predictor: Predictor, limits: Limits) -> FastAPI:
             "max_length": predictor.max_length,
             "limits": {k: v for k, v in limits.__dict__.items() if k != "api_key"},
             "api_key": limits.api_key is not None,
+            "explain": explains,
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -201,5 +206,28 @@ def build_app(predictor: Predictor, limits: Limits) -> FastAPI:
             raise Refused(422, column if isinstance(column, str) else err.field, str(err).split(": ", 1)[1]) from None
         predictions = await batcher.submit(rows)
         return JSONResponse(finite({"predictions": predictions, "truncated": predictor.truncated(rows)}))
+
+    @app.post("/explain", summary="Which words made the model decide: integrated gradients over one input")
+    async def explain(request: Request) -> JSONResponse:
+        if not explains:
+            raise Refused(404, None, "explanations need a sequence or token classifier on the torch engine and the "
+                          "explain extra (pip install 'ftlit[explain]')")  # fmt: skip
+        body = await read_body(request, limits.max_body_bytes)
+        try:
+            row = one.model_validate_json(body).model_dump()
+        except ValidationError as err:
+            return validation_problem(err)
+        texts = [row[name] for name in fields]
+        item = explanations.Input(texts[0], texts[1] if len(texts) > 1 else None, next(iter(fields)), "")
+        tokenizer = predictor.datamodule.tokenizer
+        loop = asyncio.get_running_loop()
+        try:
+            # On the batcher's thread: the model runs one thing at a time.
+            entries = await loop.run_in_executor(
+                batcher.executor, lambda: explanations.attribute(predictor.module, tokenizer, [item])
+            )
+        except ConfigError as err:
+            raise Refused(422, err.field, str(err).split(": ", 1)[1]) from None
+        return JSONResponse(finite({"explanations": entries}))
 
     return app

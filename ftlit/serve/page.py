@@ -95,6 +95,25 @@ function show(row) {
   }
   out.append(text("pre", JSON.stringify(row, null, 1)));
 }
+async function explainIt(body) {
+  const r = await fetch("explain", {method: "POST", headers: headers(), body: JSON.stringify(body)});
+  if (!r.ok) return;
+  const box = document.createElement("div");
+  box.id = "words";
+  box.append(text("p", "Why: each word's share of the decision (integrated gradients; green for, red against)"));
+  for (const e of (await r.json()).explanations) {
+    const p = document.createElement("p"), largest = Math.max(1e-9, ...e.words.map((w) => Math.abs(w.score)));
+    if (e.entity) p.append(text("b", e.entity.text + " [" + e.entity.type + "]: "));
+    for (const w of e.words) {
+      const span = text("span", w.word), a = w.score / largest;
+      span.style.background = a >= 0 ? `rgba(0, 160, 0, ${a.toFixed(2)})` : `rgba(200, 0, 0, ${(-a).toFixed(2)})`;
+      span.title = w.score.toFixed(4);
+      p.append(span, " ");
+    }
+    box.append(p);
+  }
+  $("result").append(box);
+}
 $("form").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("error").textContent = "";
@@ -108,6 +127,7 @@ $("form").addEventListener("submit", async (event) => {
   const answer = await r.json();
   if (!r.ok) { $("error").textContent = answer.error; if (r.status === 401) $("key-box").hidden = false; return; }
   show(answer.predictions[0]);
+  if (info.explain) await explainIt(body);
   if (answer.truncated.length) {
     $("result").prepend(text("p", "The input is longer than " + info.max_length + " tokens: its end was cut."));
   }

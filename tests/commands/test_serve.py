@@ -325,6 +325,21 @@ def test_an_api_key_is_needed_for_everything_but_health(runs, monkeypatch):
         assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/ready").status_code == 200
 
 
+def test_explain_gives_word_attributions_where_the_task_has_them(runs):
+    pytest.importorskip("captum")
+    with serving(runs["classification"]["ckpt"]) as url:
+        assert httpx.get(f"{url}/info").json()["explain"] is True
+        answer = httpx.post(f"{url}/explain", json={"text": "a lovely film"}, timeout=60).json()["explanations"]
+        refused = httpx.post(f"{url}/explain", json={"text": 1})
+        predicted = post(url, {"text": "a lovely film"}).json()["predictions"][0]
+    [entry] = answer
+    assert [w["word"] for w in entry["words"]] == ["a", "lovely", "film"] and entry["predicted"] == predicted["label"]
+    assert refused.status_code == 422 and refused.json()["field"] == "text"
+    with serving(runs["regression"]["ckpt"]) as url:
+        assert httpx.get(f"{url}/info").json()["explain"] is False
+        assert httpx.post(f"{url}/explain", json={"text": "good"}).status_code == 404
+
+
 def test_the_schema_names_the_task_s_real_fields(runs):
     """Ludwig's schema lacks them (ludwig#1681): here the request and response fields are the task's own."""
     with serving(runs["pairs"]["ckpt"]) as url:
@@ -444,6 +459,8 @@ def test_the_page_works_in_a_real_browser(runs):
             page.fill("#field-text", "the food service was good")
             page.click("#submit")
             page.wait_for_selector("#result pre", timeout=30_000)
+            page.wait_for_selector("#words span", timeout=60_000)  # the word attributions (extra explain)
+            words = page.eval_on_selector_all("#words p:nth-of-type(2) span", "spans => spans.map(s => s.textContent)")
             shown = page.inner_text("#result")
             row = json.loads(page.inner_text("#result pre"))
             heading = page.inner_text("#title")
@@ -456,6 +473,7 @@ def test_the_page_works_in_a_real_browser(runs):
             browser.close()
         expected = post(url, {"text": "the food service was good"}).json()["predictions"][0]
     assert clean == []
+    assert words == ["the", "food", "service", "was", "good"]
     # The refused input's 422 is the only thing the console reports afterwards.
     assert [e for e in errors[len(clean) :] if "status of 422" not in e] == []
     assert row == expected
