@@ -376,6 +376,17 @@ def test_bad_settings_are_one_line_before_any_work(runs, tmp_path, capsys, monke
     }
     for (model, *rest), message in cases.items():
         assert command_error(main, ["--model", model, *rest], capsys).startswith(message.format(model)), rest
+    # An export's ftlit.json is data: a damaged one, or one naming a class that is not ftlit's, is refused.
+    spec = json.loads((folder / "ftlit.json").read_text())
+    for bad, message in (
+        ("{not json", "model: '{}/ftlit.json' is damaged: export the checkpoint again"),
+        (json.dumps({**spec, "task": "subprocess.Popen"}),
+         "model: names subprocess.Popen, which is not an ftlit task model importable here"),
+        (json.dumps({**spec, "data": {**spec["data"], "class_path": "builtins.type"}}),
+         "model: names data module builtins.type, which is not ftlit's"),
+    ):  # fmt: skip
+        (folder / "ftlit.json").write_text(bad)
+        assert command_error(main, ["--model", str(folder)], capsys) == f"ftlit: error: {message.format(folder)}"
     # A plain transformers folder of a model with no task head is refused by name.
     from conftest import make_tiny_bert
 
