@@ -491,3 +491,16 @@ def test_the_page_works_in_a_real_browser(runs):
     assert heading == "ftlit: named-entity recognition"
     assert shown.startswith("Prediction: ") and '"entities"' in shown
     assert error == "text: String should have at most 50 characters"
+
+
+def test_a_model_s_own_code_runs_only_with_trust_remote_code(custom_code_bert, toy_data, tmp_path, capsys):
+    root = tmp_path / "run"
+    FtlitCLI(args=["fit", *cli_args(custom_code_bert, toy_data, root, "--model.trust_remote_code=true",
+                                    "--trainer.max_epochs=1")])  # fmt: skip
+    ckpt = root / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    error = command_error(main, ["--model", str(ckpt)], capsys)  # the checkpoint's own setting is not used
+    assert error.startswith("ftlit: error: ") and "trust_remote_code" in error, error
+    app = build(settings(ckpt, trust_remote_code=True))
+    model = app.state.batcher.predict.__self__.module.model
+    assert type(model).__name__ == "CustomBertForSequenceClassification" and model.ran_custom_code
