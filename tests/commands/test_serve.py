@@ -248,6 +248,11 @@ def test_two_hundred_concurrent_requests_each_get_their_own_answer(runs):
     same([a.json()["predictions"][0] for a in answers], expected)
     assert len({round(e["probs"][1], 6) for e in expected}) > 20  # distinct answers: a swap would show
     assert batches < 200, batches
+    # --max_batch_size 1: every request is its own batch.
+    with serving(run["ckpt"], max_batch_size=1, batch_timeout_ms=20) as url, ThreadPoolExecutor(8) as pool:
+        alone = list(pool.map(lambda t: post(url, {"text": t}).json()["predictions"][0], texts[:8]))
+        assert httpx.get(f"{url}/ready").json()["batches"] == 8
+    same(alone, expected[:8])
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
@@ -438,6 +443,27 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_0(runs):
         process.kill()
     output = process.stdout.read()
     assert "Finished server process" in output, output
+
+
+def test_drain_timeout_bounds_how_long_a_stop_waits(runs):
+    """--drain_timeout_s: a request still waiting for its batch when the drain time is up is dropped, and the
+    process ends at once instead of after the batch."""
+    process, url = start("--model", str(runs["classification"]["ckpt"]), "--batch_timeout_ms", "20000",
+                         "--max_batch_size", "64", "--drain_timeout_s", "0.5")  # fmt: skip
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(post, url, {"text": "good"})
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{url}/ready").json()["waiting"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stopped = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+            assert time.monotonic() - stopped < 10  # not the 20 s the batch would wait
+            with pytest.raises(httpx.HTTPError):
+                answer.result().raise_for_status()
+    finally:
+        process.kill()
 
 
 def test_workers_serve_from_several_processes(runs):
