@@ -56,12 +56,12 @@ def problem(status: int, message: str, field: str | None = None) -> JSONResponse
     return JSONResponse({"error": message, "field": field}, status_code=status)
 
 
-def validation_problem(err: ValidationError | RequestValidationError, prefix: tuple = ()) -> JSONResponse:
+def validation_problem(err: ValidationError | RequestValidationError) -> JSONResponse:
     """A pydantic error as one line: its first problem, at its dotted location (``inputs.3.text``)."""
     errors = err.errors()
     # A misspelt field reads better as itself than as the missing field it was meant to be.
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    where = ".".join(str(p) for p in (*prefix, *first["loc"]) if p != "body") or None
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or None
     what = first["msg"]
     if first["type"] == "extra_forbidden":
         what = "no such field: check the spelling (GET /info lists the fields)"
