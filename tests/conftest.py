@@ -24,7 +24,7 @@ FILLER = ["the", "movie", "was", "plot", "acting", "a", "very", "and", "food", "
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def make_tiny_bert(folder: Path, layers: int = 2, seed: int = 0) -> Path:
+def make_tiny_bert(folder: Path, layers: int = 2, seed: int = 0, heads: int = 2) -> Path:
     """Save a randomly initialised BERT (hidden 32) and a WordPiece tokenizer over the toy vocabulary."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -37,7 +37,7 @@ def make_tiny_bert(folder: Path, layers: int = 2, seed: int = 0) -> Path:
         vocab_size=len(vocab),
         hidden_size=32,
         num_hidden_layers=layers,
-        num_attention_heads=2,
+        num_attention_heads=heads,
         intermediate_size=64,
         max_position_embeddings=128,
     )

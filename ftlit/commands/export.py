@@ -22,6 +22,7 @@ from ftlit.checkpoint_io import read_checkpoint
 from ftlit.classes import find_class
 from ftlit.commands.folders import check_target, command_parser, replace_folder, sibling
 from ftlit.core.module import FineTuneModule
+from ftlit.core.strategies import full_width_heads
 from ftlit.core.warm_start import plain_model
 from ftlit.errors import ConfigError, report_errors
 from ftlit.run_folder import check_folder
@@ -86,7 +87,8 @@ def export(
         # unpack writes the tokenizer files (and a config.json that save_pretrained then rewrites in its format).
         backbone.unpack(tmp, model.config, ckpt["ftlit"]["tokenizer"], ckpt["ftlit"].get("code"))
         # transformers 5 writes safetensors only (model.safetensors, sharded above 50 GB), never pytorch_model.bin.
-        model.save_pretrained(tmp)
+        # Pruned heads go back as zeros (plain transformers builds the config's width); ONNX keeps them narrow.
+        full_width_heads(model).save_pretrained(tmp)
         # How ftlit reads an input for this model (task, data columns, max_length): serve predicts as predict does.
         spec.write(tmp, ckpt)
         if onnx:

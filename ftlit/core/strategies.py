@@ -4,6 +4,7 @@ architectures."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,7 @@ _PER_LAYER = {
     "model.layer_lr_decay": "they cannot have a learning rate each: set it to 1.0 (model.head_lr still applies)",
     "GradualUnfreezing": "they cannot thaw one by one: drop the callback, or use model.freeze_embeddings",
     "model.keep_layers": "they cannot be dropped one by one: drop the key",
+    "model.prune_heads": "their heads cannot be removed one layer at a time: drop the key",
 }
 
 
@@ -69,6 +71,145 @@ def keep_layers(model: PreTrainedModel, anatomy: Anatomy, keep: list[int]) -> No
     config.num_hidden_layers = len(keep)
     if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds follow their layers
         config.layer_types = [config.layer_types[i] for i in keep]
+
+
+# Where each attention layout keeps its per-head projections, relative to an encoder layer: the module holding
+# query, key and value (and its head-count attribute), their names, and the output projection that reads the heads.
+# Both reshape by ``-1`` heads of a fixed size, so narrower projections run as they are.
+_ATTENTION_LAYOUTS = (
+    # BERT, RoBERTa, XLM-R, ELECTRA
+    ("attention.self", ("query", "key", "value"), "attention.output.dense", "num_attention_heads"),
+    ("attention", ("q_lin", "k_lin", "v_lin"), "attention.out_lin", "n_heads"),  # DistilBERT
+)
+_HEADS = "ftlit_heads"  # on a pruned attention module: (the original head count, the original indices kept)
+
+
+def _attention_parts(layer: nn.Module) -> tuple[nn.Module, list[nn.Linear], nn.Linear, str] | None:
+    """A layer's attention module, its query/key/value projections, output projection and head-count attribute."""
+    for holder, names, output, count in _ATTENTION_LAYOUTS:
+        try:
+            attention, out = layer.get_submodule(holder), layer.get_submodule(output)
+        except AttributeError:
+            continue
+        projections = [getattr(attention, n, None) for n in names]
+        if all(isinstance(m, nn.Linear) for m in [*projections, out]) and hasattr(attention, count):
+            return attention, projections, out, count  # type: ignore[return-value]
+    return None
+
+
+def prune_heads(model: PreTrainedModel, anatomy: Anatomy, heads: dict[int, list[int]]) -> int:
+    """Remove attention heads, ``{layer: [head, ...]}``: each layer's query, key and value projections lose the
+    heads' rows and its output projection their columns, so the model really gets smaller and faster (Michel et
+    al. 2019, "Are Sixteen Heads Really Better than One?"). Returns the number of heads removed.
+
+    transformers 5 dropped ``prune_heads``; ``full_width_heads`` writes a pruned model back at its config's width.
+    """
+    key = "model.prune_heads"
+    refuse_shared_layers(anatomy, key)
+    n = len(anatomy.layers)
+    removed = 0
+    # Keys arrive as strings from a command line or a YAML mapping written with quotes.
+    if any(not str(k).lstrip("-").isdigit() for k in heads):
+        raise ConfigError(key, f"{heads}: map layer numbers to head numbers, e.g. {{0: [1, 5], 3: [2]}}")
+    for layer_index, drop in sorted((int(k), v) for k, v in heads.items()):
+        if not 0 <= layer_index < n:
+            raise ConfigError(key, f"layer {layer_index} is outside 0..{n - 1} ({n} layers, counted after keep_layers)")
+        parts = _attention_parts(anatomy.layers[layer_index])
+        if parts is None:
+            raise ConfigError(
+                key,
+                f"{anatomy.name}'s attention is not a layout ftlit prunes (BERT, RoBERTa, XLM-R, ELECTRA, "
+                "DistilBERT): drop the key",
+            )
+        attention, projections, out, count = parts
+        total = getattr(attention, count)
+        if len(set(drop)) != len(drop) or any(not 0 <= h < total for h in drop):
+            raise ConfigError(key, f"layer {layer_index}: {drop} must list heads of 0..{total - 1} once each")
+        if len(drop) == total:
+            raise ConfigError(
+                key, f"layer {layer_index}: keep at least one of its {total} heads (model.keep_layers drops a layer)"
+            )
+        if not drop:
+            continue
+        size = projections[0].out_features // total
+        keep = [h for h in range(total) if h not in drop]
+        rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep])
+        for name, linear in zip(_names_of(attention, projections), projections, strict=True):
+            setattr(attention, name, _narrowed(linear, rows, dim=0))
+        _replace(anatomy.layers[layer_index], out, _narrowed(out, rows, dim=1))
+        setattr(attention, count, len(keep))
+        if hasattr(attention, "all_head_size"):
+            attention.all_head_size = len(keep) * size
+        setattr(attention, _HEADS, (total, keep))
+        removed += len(drop)
+    return removed
+
+
+def full_width_heads(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` as its config says it is: a copy whose pruned attention layers are back at full width, the removed
+    heads' weights zero (their output-projection columns zero, so they add nothing: the outputs are the pruned
+    model's), which plain transformers loads. ``model`` itself when no head was removed."""
+    if not any(hasattr(m, _HEADS) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for layer in list(model.modules()):
+        parts = _attention_parts(layer)
+        if parts is None or not hasattr(parts[0], _HEADS):
+            continue
+        attention, projections, out, count = parts
+        total, keep = getattr(attention, _HEADS)
+        size = projections[0].out_features // len(keep)
+        rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep])
+        for name, linear in zip(_names_of(attention, projections), projections, strict=True):
+            setattr(attention, name, _widened(linear, rows, total * size, dim=0))
+        _replace(layer, out, _widened(out, rows, total * size, dim=1))
+        setattr(attention, count, total)
+        if hasattr(attention, "all_head_size"):
+            attention.all_head_size = total * size
+        delattr(attention, _HEADS)
+    return model
+
+
+def _names_of(attention: nn.Module, projections: list[nn.Linear]) -> list[str]:
+    names = {id(m): n for n, m in attention.named_children()}
+    return [names[id(m)] for m in projections]
+
+
+def _replace(layer: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    path = next(n for n, m in layer.named_modules() if m is old)
+    parent, _, name = path.rpartition(".")
+    setattr(layer.get_submodule(parent), name, new)
+
+
+def _narrowed(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A copy of ``linear`` keeping only the output rows (``dim=0``) or input columns (``dim=1``) at ``index``."""
+    weight = linear.weight.detach().index_select(dim, index).clone()
+    bias = None if linear.bias is None else linear.bias.detach().clone()
+    if dim == 0 and bias is not None:
+        bias = bias[index].clone()
+    return _linear(weight, bias, linear)
+
+
+def _widened(linear: nn.Linear, index: torch.Tensor, width: int, dim: int) -> nn.Linear:
+    """The inverse of ``_narrowed``: ``linear``'s rows or columns placed at ``index`` of ``width``, zeros elsewhere."""
+    shape = list(linear.weight.shape)
+    shape[dim] = width
+    weight = linear.weight.detach().new_zeros(shape).index_copy(dim, index, linear.weight.detach())
+    bias = None if linear.bias is None else linear.bias.detach().clone()
+    if dim == 0 and bias is not None:
+        bias = bias.new_zeros(width).index_copy(0, index, bias)
+    return _linear(weight, bias, linear)
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None, like: nn.Linear) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    layer.train(like.training)
+    layer.requires_grad_(like.weight.requires_grad)
+    return layer
 
 
 def freeze(anatomy: Anatomy, backbone: bool = False, embeddings: bool = False, layers: int = 0) -> None:

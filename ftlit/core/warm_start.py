@@ -20,6 +20,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from ftlit import backbone, upstream
 from ftlit.checkpoint_io import read_checkpoint
 from ftlit.core.anatomy import anatomy
+from ftlit.core.strategies import full_width_heads
 from ftlit.errors import ConfigError
 
 FIELD = "model.init_from"
@@ -61,7 +62,8 @@ def source_folder(init_from: str, trust_remote_code: bool = False, field: str = 
     except ConfigError as err:
         problem = str(err)[len(err.field) + 2 :]  # without the field it named
         raise ConfigError(field, f"{problem}: give {_KINDS}") from None
-    model = plain_model(module.model, ckpt.get("hyper_parameters", {}).get("label_names"))
+    # Pruned heads back at the config's width (zeros), as plain transformers builds it.
+    model = full_width_heads(plain_model(module.model, ckpt.get("hyper_parameters", {}).get("label_names")))
     with tempfile.TemporaryDirectory(prefix="ftlit-init-") as tmp:
         backbone.unpack(tmp, model.config, ckpt["ftlit"]["tokenizer"], ckpt["ftlit"].get("code"))
         with backbone.quiet():

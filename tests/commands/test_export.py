@@ -8,6 +8,7 @@ import shutil
 from importlib.util import find_spec
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -139,6 +140,36 @@ def test_dropped_layers_export_a_smaller_model_that_plain_transformers_loads(tmp
     before = [torch.dist(saved["bert." + ffn.format(0)], start[ffn.format(i)]).item() for i in range(4)]
     assert min(range(4), key=before.__getitem__) == 1, before
     assert_pipeline_matches(out, predictions)
+
+
+def test_pruned_heads_export_at_full_width_with_zeros_and_onnx_stays_narrow(tmp_path, toy_data):
+    wide = make_tiny_bert(tmp_path / "bert-4-heads", heads=4)
+    root = tmp_path / "run"
+    # Trained, and predicted from its checkpoint (rebuilt narrow), with 3 of 8 heads removed.
+    predictions = fit_and_predict(str(wide), toy_data, root, "--model.prune_heads={0: [1, 3], 1: [0]}")
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert ckpt["model.bert.encoder.layer.0.attention.self.query.weight"].shape == (16, 32)
+    assert ckpt["model.bert.encoder.layer.1.attention.output.dense.weight"].shape == (32, 24)
+    onnx = find_spec("onnxruntime") is not None and find_spec("onnxscript") is not None
+    out = export(str(root / "checkpoints" / "last.ckpt"), str(tmp_path / "hf"), onnx=onnx)
+    saved = load_file(out / "model.safetensors")
+    dense = "bert.encoder.layer.{}.attention.output.dense.weight"
+    zero = [
+        [bool((saved[dense.format(layer)][:, h * 8 : (h + 1) * 8] == 0).all()) for h in range(4)] for layer in (0, 1)
+    ]
+    assert zero == [[False, True, False, True], [True, False, False, False]]
+    assert_pipeline_matches(out, predictions)
+    if onnx:
+        import onnx as onnx_lib
+        import onnxruntime as ort
+
+        graph = onnx_lib.load(str(out / "model.onnx")).graph
+        assert sum(int(np.prod(t.dims)) for t in graph.initializer) < sum(v.numel() for v in saved.values())
+        session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        enc = AutoTokenizer.from_pretrained(out)(TEXTS, padding=True, return_tensors="np")
+        (logits,) = session.run(["logits"], {i.name: enc[i.name] for i in session.get_inputs()})
+        probs = torch.from_numpy(logits).softmax(-1)
+        assert torch.allclose(probs, torch.tensor([p["probs"] for p in predictions]), atol=1e-4)
 
 
 def test_onnx_export_matches_ftlit_predictions(trained, tiny_bert):

@@ -370,3 +370,62 @@ def test_a_model_class_known_only_once_built_falls_back_to_eager_without_touchin
         tf.AutoModel.from_pretrained, tiny("bert"), config=tf.AutoConfig.from_pretrained(tiny("bert"))
     )
     assert bert.config._attn_implementation == "sdpa"
+
+
+# --- attention heads removed ---------------------------------------------------------------------------------
+
+PRUNED = {0: [1], 1: [0]}
+
+
+def head_output_columns(layer: torch.nn.Module) -> torch.nn.Linear:
+    """The output projection that reads a layer's heads (BERT-style ``attention.output.dense``, DistilBERT's
+    ``attention.out_lin``)."""
+    attention = layer.attention
+    return attention.out_lin if hasattr(attention, "out_lin") else attention.output.dense
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "electra", "xlm-roberta"])
+def test_pruned_heads_are_gone_and_the_rest_computes_as_before(tiny, arch):
+    labels, folder = ["neg", "pos"], tiny(arch)
+    torch.manual_seed(0)
+    full = SequenceClassifier(backbone=folder, label_names=labels).eval()
+    torch.manual_seed(0)  # the same random task head
+    pruned = SequenceClassifier(backbone=folder, label_names=labels, prune_heads=PRUNED).eval()
+    size = full.model.config.hidden_size // 2  # 2 heads
+    # Masking the removed heads in the full model (their output-projection columns zero) is what removing them is.
+    layers = anatomy(full.model).layers
+    with torch.no_grad():
+        for index, heads in PRUNED.items():
+            for h in heads:
+                head_output_columns(layers[index]).weight[:, h * size : (h + 1) * size] = 0
+    tokenizer = tf.AutoTokenizer.from_pretrained(folder)
+    batch = dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        expected, got = full(batch), pruned(batch)
+    assert got == pytest.approx(expected, abs=1e-5)
+    # Each layer lost one head's query, key and value rows and output columns (with their biases): 4 * size^2 + 3s.
+    removed = 2 * (4 * size * 2 * size + 3 * size)
+    assert sum(p.numel() for p in full.model.parameters()) - sum(p.numel() for p in pruned.model.parameters()) == (
+        removed
+    )
+    # Written back at the config's width, the removed heads zero: plain transformers loads it and agrees.
+    wide = strategies.full_width_heads(pruned.model)
+    plain = tf.AutoModelForSequenceClassification.from_config(full.model.config).eval()
+    plain.load_state_dict(wide.state_dict())
+    with torch.no_grad():
+        assert plain(**batch).logits == pytest.approx(expected, abs=1e-5)
+    assert strategies.full_width_heads(full.model) is full.model
+
+
+@pytest.mark.parametrize(
+    ("arch", "expected"),
+    [
+        ("deberta-v2", "model.prune_heads: DebertaV2Model's attention is not a layout ftlit prunes"),
+        ("modernbert", "model.prune_heads: ModernBertModel's attention is not a layout ftlit prunes"),
+        ("albert", "model.prune_heads: AlbertModel's 2 layers share one set of weights, so their heads cannot be"),
+    ],
+)
+def test_head_pruning_is_refused_where_it_cannot_work(tiny, arch, expected):
+    with pytest.raises(ConfigError) as err:
+        SequenceClassifier(backbone=tiny(arch), label_names=["neg", "pos"], prune_heads={0: [0]})
+    assert str(err.value).startswith(expected), err.value

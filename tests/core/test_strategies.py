@@ -229,6 +229,10 @@ def test_strategies_compose(tiny_bert, toy_data, tmp_path):
         (["--model.keep_layers=[0, 2]"], "model.keep_layers: [0, 2] names no layer or one outside 0..1 (2 layers)"),
         (["--model.keep_layers=[]"], "model.keep_layers: [] names no layer"),
         (["--model.keep_layers=[1, 0]"], "model.keep_layers: [1, 0]: list each layer once, bottom first"),
+        (["--model.prune_heads={5: [0]}"], "model.prune_heads: layer 5 is outside 0..1 (2 layers, counted after"),
+        (["--model.prune_heads={0: [2]}"], "model.prune_heads: layer 0: [2] must list heads of 0..1 once each"),
+        (["--model.prune_heads={1: [0, 0]}"], "model.prune_heads: layer 1: [0, 0] must list heads of 0..1 once"),
+        (["--model.prune_heads={0: [0, 1]}"], "model.prune_heads: layer 0: keep at least one of its 2 heads"),
         (["--model.freeze_backbone=true", *UNFREEZE], "GradualUnfreezing: cannot thaw what model.freeze_*"),
     ],
 )
