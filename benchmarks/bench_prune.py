@@ -9,7 +9,9 @@ data and seed, fit then tested on its best checkpoint:
 - sparsity 0 (the quickstart as it is), 0.5, 0.7 and 0.9: ``ftlit.core.callbacks.MagnitudePruning`` (global L1,
   cubic schedule over the first 70% of the steps, every 10 steps), layered over the quickstart as
   ``configs/strategies/pruning.yaml`` does;
-- 3 layers: ``--model.keep_layers [0, 2, 4]`` (every other layer, no pruning).
+- 3 layers: ``--model.keep_layers [0, 2, 4]`` (every other layer, no pruning);
+- half the heads: ``--model.prune_heads`` removing heads 6-11 of 12 in every layer before fine-tuning (an
+  arbitrary half: no head is chosen by importance).
 
 Reports test accuracy, the share of zeros in the encoder's linear weights of the tested checkpoint, and test-time
 rows per second (``timing.json``; zeros do not run faster on dense kernels, dropped layers do). Writes
@@ -40,28 +42,26 @@ def systems() -> dict[str, list[str]]:
     for sparsity in (0.5, 0.7, 0.9):
         out[f"sparsity {sparsity}"] = [PRUNE, f"--trainer.callbacks.sparsity={sparsity}"]
     out["3 layers"] = ["--model.keep_layers=[0, 2, 4]"]
+    out["half the heads"] = ["--model.prune_heads=" + json.dumps({i: list(range(6, 12)) for i in range(6)})]
     return out
 
 
 def run(system: str, seed: int, ns: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     """One fit and test of the quickstart through ftlit's CLI; its score, sparsity and test speed."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     from ftlit.core.callbacks.pruning import sparsity_of
+    from ftlit.tasks.text import SequenceClassifier
 
     root = ns.work / f"{system.replace(' ', '-')}-{seed}"
     done = fit_and_test(root, quickstart_args(root, seed, ns.work, ns.max_steps, *extra), f"{system} seed {seed}")
     results, timing = done["results"], done["timing"]
-    checkpoint = torch.load(results["ckpt_path"], map_location="cpu", weights_only=True)
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(**checkpoint["ftlit"]["config"]))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}, strict=False)
+    model = SequenceClassifier.load_from_checkpoint(results["ckpt_path"], map_location="cpu").model
     return {
         "system": system,
         "seed": seed,
         "test_acc": results["metrics"]["test/acc"],
         "sparsity": sparsity_of(model),
         "layers": model.config.num_hidden_layers,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "test_rows_per_s": results["data"]["rows"] / timing["test"]["seconds"],
         "seconds": done["seconds"],
         "command": done["command"],
@@ -75,29 +75,41 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="prune-quickstart")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-prune")
+    parser.add_argument("--systems", nargs="+", choices=list(systems()), default=list(systems()))
+    parser.add_argument("--add-to", action="store_true", help="add these runs to <out>/<name>.json, rewrite it")
     ns = parser.parse_args()
     subprocess.run(["bash", "configs/quickstart/get_data.sh", "data/quickstart"], cwd=REPO, check=True)
-    runs = [run(system, seed, ns, extra) for seed in ns.seeds for system, extra in systems().items()]
+    runs = [
+        run(system, seed, ns, extra) for seed in ns.seeds for system, extra in systems().items() if system in ns.systems
+    ]
+    command = "python benchmarks/bench_prune.py " + shlex.join(sys.argv[1:])
+    if ns.add_to:
+        prior = json.loads((ns.out / f"{ns.name}.json").read_text())
+        runs, command = prior["runs"] + runs, f"{prior['command']}, then {command} ({datetime.date.today()})"
     result = {
         "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/bench_prune.py " + shlex.join(sys.argv[1:]),
+        "command": command,
         "machine": f"{platform.processor() or platform.machine()}, CPU only",
         "runs": runs,
     }
     ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / f"{ns.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     dense = {r["seed"]: r for r in runs if r["system"] == "sparsity 0"}
+
+    def vs_dense(r: dict[str, Any]) -> str:
+        return f"{r['test_acc'] - dense[r['seed']]['test_acc']:+.4f}" if r["seed"] in dense else "-"
+
     lines = [
         "# Magnitude pruning and dropped layers on the quickstart (packaged MiniLM, 6 layers)",
         "",
         f"{result['date']}, `{result['command']}`, {result['machine']}.",
         "",
-        "| system | seed | test accuracy | vs dense | zeros in encoder linears | layers | test rows/s |",
-        "|---|---|---|---|---|---|---|",
+        "| system | seed | test accuracy | vs dense | zeros in encoder linears | layers | parameters | test rows/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['system']} | {r['seed']} | {r['test_acc']:.4f} | {r['test_acc'] - dense[r['seed']]['test_acc']:+.4f} | "
-        f"{r['sparsity']:.1%} | {r['layers']} | {r['test_rows_per_s']:.0f} |"
+        f"| {r['system']} | {r['seed']} | {r['test_acc']:.4f} | {vs_dense(r)} | "
+        f"{r['sparsity']:.1%} | {r['layers']} | {r.get('parameters', '-')} | {r['test_rows_per_s']:.0f} |"
         for r in runs
     ]
     (ns.out / f"{ns.name}.md").write_text("\n".join(lines) + "\n")
