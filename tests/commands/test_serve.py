@@ -29,7 +29,8 @@ from conftest import cli_args, command_error, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.commands.export import export
 from ftlit.commands.serve import build, check_settings, main
-from ftlit.serve.predictor import finite
+from ftlit.serve import predictor as predictor_module
+from ftlit.serve.predictor import Predictor, finite
 
 FAST = ["--trainer.max_epochs=2", "--model.scheduler=constant", "--model.learning_rate=1e-2"]
 
@@ -212,6 +213,27 @@ def test_every_task_serves_ftlit_predict_s_rows(runs, task, tmp_path):
             same([rows[0] for rows in alone], run["rows"], task)
     # The comparison means something: predictions differ from input to input.
     assert len({json.dumps(r, sort_keys=True) for r in run["rows"]}) > 1
+
+
+def test_rows_of_similar_length_run_together_and_come_back_in_order(runs, monkeypatch):
+    predictor = Predictor.load(str(runs["classification"]["ckpt"]))
+    short, long = "good", " ".join(["the movie was very good and the plot was quite lovely"] * 4)
+    rows = [{"text": t} for t in [long, short, long + " .", short + " .", "bad", long + " , boring"]]
+    with monkeypatch.context() as mp:
+        mp.setattr(predictor_module, "PAD_RATIO", float("inf"))  # one batch, in request order
+        ungrouped = predictor.predict(rows)
+    batches: list[list[int]] = []
+    collate = predictor.datamodule.collate
+
+    def spy(features):
+        batches.append(sorted(len(f["input_ids"]) for f in features))
+        return collate(features)
+
+    monkeypatch.setattr(predictor.datamodule, "collate", spy)
+    same(predictor.predict(rows), ungrouped)
+    # Two groups, not one batch padded to the longest: the short texts' and the long ones'.
+    assert len(batches) == 2 and all(b[-1] <= predictor_module.PAD_RATIO * b[0] for b in batches), batches
+    assert len({r["probs"][1] for r in ungrouped}) > 2  # the order check means something
 
 
 def test_the_onnx_engines_serve_the_exported_graphs(runs, tmp_path):
