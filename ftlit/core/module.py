@@ -185,7 +185,8 @@ class FineTuneModule(pl.LightningModule, ABC):
             teacher: Knowledge distillation (Hinton et al. 2015) from this fine-tuned classifier (an ftlit checkpoint
                 or an ``ftlit export`` folder) over the same labels, read with ``backbone``'s tokenizer: the loss is
                 ``distill_alpha * CE + (1 - distill_alpha) * T^2 * KL(teacher_T || student_T)``, the KL logged as
-                ``train/distill_loss``. The teacher is frozen and in no checkpoint. Classifiers only.
+                ``train/distill_loss``. The teacher is frozen and in no checkpoint. Sequence classifiers, and token
+                classifiers (NER: the teacher a token classifier too; the KL per labelled token).
             distill_alpha: The weight of the labels' cross-entropy, in [0, 1]; 1 trains as without a teacher.
             distill_temperature: The temperature T that softens both predictions (above 0; 1 leaves them as
                 they are).
@@ -212,7 +213,9 @@ class FineTuneModule(pl.LightningModule, ABC):
         if not distill_temperature > 0:
             raise ConfigError("model.distill_temperature", f"must be above 0, got {distill_temperature}")
         if teacher is not None and self.distill_kind is None:
-            raise ConfigError("model.teacher", f"{type(self).__name__} cannot be distilled yet: classifiers only")
+            raise ConfigError(
+                "model.teacher", f"{type(self).__name__} cannot be distilled yet: sequence and token classifiers only"
+            )
         self._check_strategies()
         self.label_names = label_names
         self.model: PreTrainedModel = self._build_backbone()
@@ -344,6 +347,10 @@ class FineTuneModule(pl.LightningModule, ABC):
 
     # --- steps ----------------------------------------------------------------------------------------------
 
+    def distill_mask(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Where the distillation loss is taken, for a task whose logits are per token; ``None``: every row."""
+        return None
+
     def model_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The batch's tensors the backbone takes: its tokenizer's ``model_input_names`` that its ``forward``
         accepts. Targets (``labels``, answer positions) and the task's ``meta`` never reach it."""
@@ -440,8 +447,9 @@ class FineTuneModule(pl.LightningModule, ABC):
         objective = loss
         if self.teacher is not None:
             h = self.hparams
+            teacher = self.teacher.logits(self.model_inputs(batch))
             distill = distillation.kd_loss(
-                logits, self.teacher.logits(self.model_inputs(batch)), h.distill_temperature, self.distill_kind
+                logits, teacher, h.distill_temperature, self.distill_kind, self.distill_mask(batch)
             )
             self.log("train/distill_loss", distill, batch_size=batch["input_ids"].shape[0])
             objective = h.distill_alpha * loss + (1 - h.distill_alpha) * distill
@@ -611,6 +619,7 @@ class FineTuneModule(pl.LightningModule, ABC):
             sum(p.numel() for p in self.model.parameters()),
             list(self.input_names),
             trust_remote_code=self.hparams.trust_remote_code,
+            auto_class=self.auto_class,
         )
 
     def _load_weights(

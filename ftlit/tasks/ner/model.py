@@ -52,6 +52,7 @@ class TokenClassifier(FineTuneModule):
 
     auto_class = AutoModelForTokenClassification
     data_class = TokenClassificationDataModule
+    distill_kind = "token-softmax"
 
     def __init__(self, *args: Any, label_smoothing: float = 0.0, **kwargs: Any) -> None:
         """
@@ -94,6 +95,11 @@ class TokenClassifier(FineTuneModule):
             ignore_index=IGNORE_INDEX,
             label_smoothing=self.hparams.label_smoothing,
         )
+
+    @override
+    def distill_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        # The tokens the labels are aligned to (the first sub-token of each word, unless data.label_all_tokens).
+        return batch["labels"] != IGNORE_INDEX
 
     def loss_weight(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # The loss is a mean over labelled sub-tokens, not over sentences.
