@@ -244,7 +244,7 @@ def markdown(report: dict[str, Any]) -> str:
     for key, label in rows:
         cells = [fmt(sums[s].get(key), 1 if key in ("train_s", "wall_s", "steps") else 3) for s in systems]
         diff = "-"
-        if all(key in sums[s] for s in ("ftlit", "trainer")) and key not in ("steps",):
+        if all(key in sums.get(s, {}) for s in ("ftlit", "trainer")) and key not in ("steps",):
             d = sums["ftlit"][key]["mean"] - sums["trainer"][key]["mean"]
             diff = f"{d:+.1f}" if key in ("train_s", "wall_s") else f"{d:+.3f}"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {diff} |")
@@ -279,16 +279,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     files = prepare_data(ns)
     runners = {"ftlit": run_ftlit, "trainer": run_trainer}
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in ns.systems}
+    partial = ns.out / f"{name}.partial.json"
+    if partial.exists():  # a run that was stopped: its finished runs count, only the others run
+        for system, finished in json.loads(partial.read_text()).items():
+            if system in runs:
+                runs[system] = [r for r in finished if r["seed"] in ns.seeds]
+        print(f"resuming from {partial}: " + ", ".join(f"{s} seeds {[r['seed'] for r in runs[s]]}" for s in runs))
     for i, seed in enumerate(ns.seeds):
         order = ns.systems if i % 2 == 0 else list(reversed(ns.systems))
         for system in order:
+            if any(r["seed"] == seed for r in runs[system]):
+                continue
             workdir = Path(tempfile.mkdtemp(prefix=f"ner-{system}-{seed}-"))
             load = os.getloadavg()[0]
             result = runners[system](files, workdir, seed, ns)
             result.update(seed=seed, load_before=load, workdir=str(workdir))
             runs[system].append(result)
             ns.out.mkdir(parents=True, exist_ok=True)
-            (ns.out / f"{name}.partial.json").write_text(json.dumps(runs, indent=2))  # each run as it ends
+            partial.write_text(json.dumps(runs, indent=2))  # each run as it ends
             print(
                 f"{system} seed {seed}: val F1 {result['val_f1']:.4f}, test F1 {result['test_f1']:.4f}, "
                 f"{result['steps']} steps, {result['train_s']:.0f} s",
@@ -300,8 +308,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if ns.add_to:
         prior = json.loads((ns.out / f"{ns.add_to}.json").read_text())
-        runs = {s: prior["runs"][s] + r for s, r in runs.items()}
-        seeds, command, name = prior["seeds"] + seeds, f"{prior['command']}, then {command}", ns.add_to
+        runs = {s: prior["runs"].get(s, []) + runs.get(s, []) for s in {**prior["runs"], **runs}}
+        seeds, command, name = sorted({*prior["seeds"], *seeds}), f"{prior['command']}, then {command}", ns.add_to
     sizes = {s: Path(f).read_text(encoding="utf-8").count("\n\n") for s, f in files.items()}
     description = (
         "CoNLL fixture (tests/fixtures/ner/sample.conll) as train, validation and test"
@@ -323,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": seeds,
         "data": {"files": files, "description": description},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "threads": ns.threads},
-        "summary": {s: summary(r) for s, r in runs.items()},
+        "summary": {s: summary(r) for s, r in runs.items() if r},
         "runs": runs,
     }
     ns.out.mkdir(parents=True, exist_ok=True)
