@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 import datasets
 import torch
+from datasets.table import InMemoryTable
 
 from ftlit import backbone
 from ftlit.checkpoint_io import read_checkpoint, saved_backbone
@@ -41,6 +43,13 @@ TASK_NAMES = {
     "TokenClassifier": "named-entity recognition",
     "QuestionAnswering": "question answering",
 }
+
+
+def as_dataset(rows: list[dict[str, Any]]) -> datasets.Dataset:
+    """Request rows (all of the same fields) as the Dataset a task's checks and encoding read. Not
+    ``Dataset.from_list``: most of its cost is hashing the rows for a fingerprint, which no request needs (a request
+    is never cached), and it would run for each request on the server's event loop."""
+    return datasets.Dataset(InMemoryTable.from_pylist(rows), fingerprint=uuid.uuid4().hex)
 
 
 def finite(value: Any) -> Any:
@@ -153,7 +162,7 @@ class Predictor:
 
     def check(self, rows: list[dict[str, Any]]) -> None:
         """Raise a ConfigError for rows the task cannot read (its data module's own checks of a predict file)."""
-        self.datamodule.check_split("predict", datasets.Dataset.from_list(rows))
+        self.datamodule.check_split("predict", as_dataset(rows))
 
     def truncated(self, rows: list[dict[str, Any]]) -> list[int]:
         """The rows longer than ``max_length`` tokens, which are cut as in training. Question answering reads a long
@@ -175,7 +184,7 @@ class Predictor:
     def predict(self, rows: list[dict[str, Any]], batch_size: int = 32) -> list[dict[str, Any]]:
         """``ftlit predict``'s row for each input row, in order, in batches of ``batch_size`` padded to their
         longest; NaN and infinities come out as ``None``."""
-        encoded = self.datamodule.encode("predict", datasets.Dataset.from_list(rows))
+        encoded = self.datamodule.encode("predict", as_dataset(rows))
         features = [encoded[i] for i in range(len(encoded))]
         out: list[dict[str, Any]] = [{}] * len(features)
         for chunk in self._chunks([len(f["input_ids"]) for f in features], batch_size):
