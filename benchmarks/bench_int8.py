@@ -6,7 +6,8 @@ Exports the checkpoint with ``ftlit export --quantize int8`` (``model.onnx`` and
 quickstart's test split (301 sentences) through transformers' ``AutoModelForSequenceClassification`` (under
 ``torch.inference_mode``) and through onnxruntime's CPU sessions of both ONNX files, at batch 1 and batch 32. The
 batches are tokenized (padded per batch, ``max_length`` 64 as in training) before the clock starts: the times are
-the models' alone. Reports rows/s (median of ``--repeats`` passes), test accuracy, and agreement with PyTorch's
+the models' alone; ``--sort-by-length`` batches the texts in order of length (as a batch job or ftlit serve's
+grouped batches run them) instead of file order. Reports rows/s (median of ``--repeats`` passes), test accuracy, and agreement with PyTorch's
 labels. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``.
 """
 
@@ -48,6 +49,11 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True, help="an ftlit checkpoint of the quickstart's classifier")
     parser.add_argument("--test-file", default=str(REPO / "data" / "quickstart" / "test.jsonl"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--sort-by-length",
+        action="store_true",
+        help="batch the texts in order of length (less padding), not file order",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="int8-quickstart")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-int8")
@@ -62,6 +68,9 @@ def main() -> None:
     rows = [json.loads(line) for line in Path(ns.test_file).read_text().splitlines() if line.strip()]
     texts = [r["text"] for r in rows]
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    if ns.sort_by_length:  # as a batch job (or ftlit serve's grouped batches) would run them
+        rows = sorted(rows, key=lambda r: len(tokenizer(r["text"])["input_ids"]))
+        texts = [r["text"] for r in rows]
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     label2id = model.config.label2id
     gold = np.array([label2id[str(r["label"])] for r in rows])
