@@ -7,8 +7,8 @@ quickstart's test split (301 sentences) through transformers' ``AutoModelForSequ
 ``torch.inference_mode``) and through onnxruntime's CPU sessions of both ONNX files, at batch 1 and batch 32. The
 batches are tokenized (padded per batch, ``max_length`` 64 as in training) before the clock starts: the times are
 the models' alone; ``--sort-by-length`` batches the texts in order of length (as a batch job or ftlit serve's
-grouped batches run them) instead of file order. Reports rows/s (median of ``--repeats`` passes), test accuracy, and agreement with PyTorch's
-labels. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``.
+grouped batches run them) instead of file order. Reports rows/s (median of ``--repeats`` passes), test accuracy,
+and agreement with PyTorch's labels. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``.
 """
 
 from __future__ import annotations
