@@ -121,7 +121,7 @@ def prune_heads(model: PreTrainedModel, anatomy: Anatomy, heads: dict[int, list[
                 f"{anatomy.name}'s attention is not a layout ftlit prunes (BERT, RoBERTa, XLM-R, ELECTRA, "
                 "DistilBERT): drop the key",
             )
-        attention, projections, out, count = parts
+        attention, _, _, count = parts
         total = getattr(attention, count)
         if len(set(drop)) != len(drop) or any(not 0 <= h < total for h in drop):
             raise ConfigError(key, f"layer {layer_index}: {drop} must list heads of 0..{total - 1} once each")
@@ -131,15 +131,8 @@ def prune_heads(model: PreTrainedModel, anatomy: Anatomy, heads: dict[int, list[
             )
         if not drop:
             continue
-        size = projections[0].out_features // total
         keep = [h for h in range(total) if h not in drop]
-        rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep])
-        for name, linear in zip(_names_of(attention, projections), projections, strict=True):
-            setattr(attention, name, _narrowed(linear, rows, dim=0))
-        _replace(anatomy.layers[layer_index], out, _narrowed(out, rows, dim=1))
-        setattr(attention, count, len(keep))
-        if hasattr(attention, "all_head_size"):
-            attention.all_head_size = len(keep) * size
+        _resize_heads(anatomy.layers[layer_index], parts, keep, len(keep), _narrowed)
         setattr(attention, _HEADS, (total, keep))
         removed += len(drop)
     return removed
@@ -156,18 +149,24 @@ def full_width_heads(model: PreTrainedModel) -> PreTrainedModel:
         parts = _attention_parts(layer)
         if parts is None or not hasattr(parts[0], _HEADS):
             continue
-        attention, projections, out, count = parts
-        total, keep = getattr(attention, _HEADS)
-        size = projections[0].out_features // len(keep)
-        rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep])
-        for name, linear in zip(_names_of(attention, projections), projections, strict=True):
-            setattr(attention, name, _widened(linear, rows, total * size, dim=0))
-        _replace(layer, out, _widened(out, rows, total * size, dim=1))
-        setattr(attention, count, total)
-        if hasattr(attention, "all_head_size"):
-            attention.all_head_size = total * size
-        delattr(attention, _HEADS)
+        total, keep = getattr(parts[0], _HEADS)
+        _resize_heads(layer, parts, keep, total, _widened)
+        delattr(parts[0], _HEADS)
     return model
+
+
+def _resize_heads(layer: nn.Module, parts: tuple, keep: list[int], heads: int, resize: Any) -> None:
+    """Give a layer's attention ``heads`` heads: ``resize(linear, index, width, dim)`` makes each projection of the
+    ``keep`` heads (``index``: their rows of the query/key/value outputs, columns of the output projection)."""
+    attention, projections, out, count = parts
+    size = projections[0].out_features // getattr(attention, count)
+    index = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep])
+    for name, linear in zip(_names_of(attention, projections), projections, strict=True):
+        setattr(attention, name, resize(linear, index, heads * size, dim=0))
+    _replace(layer, out, resize(out, index, heads * size, dim=1))
+    setattr(attention, count, heads)
+    if hasattr(attention, "all_head_size"):
+        attention.all_head_size = heads * size
 
 
 def _names_of(attention: nn.Module, projections: list[nn.Linear]) -> list[str]:
@@ -181,8 +180,9 @@ def _replace(layer: nn.Module, old: nn.Module, new: nn.Module) -> None:
     setattr(layer.get_submodule(parent), name, new)
 
 
-def _narrowed(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A copy of ``linear`` keeping only the output rows (``dim=0``) or input columns (``dim=1``) at ``index``."""
+def _narrowed(linear: nn.Linear, index: torch.Tensor, width: int, dim: int) -> nn.Linear:
+    """A copy of ``linear`` keeping only the output rows (``dim=0``) or input columns (``dim=1``) at ``index``
+    (``width`` of them)."""
     weight = linear.weight.detach().index_select(dim, index).clone()
     bias = None if linear.bias is None else linear.bias.detach().clone()
     if dim == 0 and bias is not None:
