@@ -72,8 +72,43 @@ def parser_error(message: str) -> str:
     if keys:
         after = message.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
         detail = next((line.strip() for line in after.splitlines() if line.strip()), "invalid value")
-        return f"{'.'.join(keys)}: {detail}"
+        return f"{'.'.join(keys)}: {_type_problem(detail, after)}"
     return next((line.strip() for line in message.splitlines() if line.strip()), message)
+
+
+def _type_name(text: str) -> str:
+    """A jsonargparse type as a user writes it: ``<class 'int'>`` -> ``int``, NoneType -> ``null``."""
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text.strip())
+    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text)
+    if literal:
+        return "one of " + ", ".join(item.strip() for item in _split_top_level(literal.group(1)))
+    return "null" if text == "NoneType" else text
+
+
+def _split_top_level(text: str) -> list[str]:
+    """``a, dict[int, list[int]], b`` -> its three items (commas inside brackets stay)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char == "["
+        depth -= char == "]"
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [item for item in (*items, text[start:]) if item.strip()]
+
+
+def _type_problem(detail: str, after: str) -> str:
+    """A wrong-type message as the expected type and the given value, e.g. ``expected int or null, got '1.5'``:
+    jsonargparse's own says "Does not validate against any of the Union subtypes" for every optional key."""
+    expected = re.match(r"Expected a (.+?)\. Got value: (.*)", detail)
+    if expected:
+        return f"expected {_type_name(expected.group(1))}, got {expected.group(2)}: fix the value (see --help)"
+    subtypes = re.search(r"Subtypes: \[(.*)\]\s*$", after, re.MULTILINE)
+    given = re.search(r"Given value: (.*)$", after, re.MULTILINE)
+    if detail.startswith("Does not validate against any of the Union subtypes") and subtypes and given:
+        names = " or ".join(_type_name(t) for t in _split_top_level(subtypes.group(1)))
+        return f"expected {names}, got {given.group(1).strip()}: fix the value (see --help)"
+    return detail
 
 
 def _internal_error(err: BaseException) -> str:

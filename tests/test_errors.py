@@ -305,6 +305,22 @@ def test_parser_errors_are_one_line(tiny_bert, toy_data, tmp_path, capsys, arg, 
     assert run_fit(tiny_bert, toy_data, tmp_path, capsys, arg).startswith(f"ftlit: error: {field}")
 
 
+WRONG_TYPES = [
+    ("--model.keep_layers=abc", "model.keep_layers: expected list[int] or null, got abc"),
+    ("--model.prune_heads={a: [0]}", "model.prune_heads: expected dict[int, list[int]] or null, got {'a': [0]}"),
+    ("--trainer.max_epochs=1.5", "trainer.max_epochs: expected int or null, got 1.5"),
+    ("--data.batch_size=abc", "data.batch_size: expected int, got abc"),
+    ("--model.scheduler=cyclic", "model.scheduler: expected one of 'linear', 'cosine', 'constant', 'polynomial', got"),
+]
+
+
+@pytest.mark.parametrize(("arg", "expected"), WRONG_TYPES, ids=[arg for arg, _ in WRONG_TYPES])
+def test_a_value_of_the_wrong_type_names_the_expected_type(tiny_bert, toy_data, tmp_path, capsys, arg, expected):
+    # jsonargparse says "Does not validate against any of the Union subtypes" for every optional key.
+    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, arg)
+    assert err.startswith(f"ftlit: error: {expected}") and err.endswith(": fix the value (see --help)"), err
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [
