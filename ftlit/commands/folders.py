@@ -38,8 +38,20 @@ def sibling(target: Path, kind: str) -> Path:
     return target.with_name(f".{target.name}.{kind}-{uuid.uuid4().hex[:8]}")
 
 
+def readable_as_umask_allows(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a plain ``open(..., "w")`` would: transformers 5 writes
+    model.safetensors 0600, so a server or container running as another user could not read the export."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+
+
 def replace_folder(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` to ``target``; an old ``target`` is removed only once the new one is in place."""
+    """Move the finished ``tmp`` to ``target``, its files as readable as the umask allows; an old ``target`` is
+    removed only once the new one is in place."""
+    readable_as_umask_allows(tmp)
     if not target.exists():
         os.replace(tmp, target)
         return

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import stat
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -94,6 +96,15 @@ def test_folder_has_safetensors_only_and_the_label_names(trained):
     assert config.architectures == ["BertForSequenceClassification"]
     # No leftovers of the atomic write beside the folder.
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_every_exported_file_is_readable_by_other_users_as_the_umask_allows(trained):
+    # transformers 5 writes model.safetensors 0600: a server or container running as another user could not load it.
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in trained["out"].iterdir() if p.is_file()}
+    assert "model.safetensors" in modes
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
 
 
 def test_exported_weights_equal_the_checkpoint(trained):
