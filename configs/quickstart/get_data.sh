@@ -24,10 +24,18 @@ n = len(rows)
 cuts = {"train": rows[: int(0.8 * n)], "validation": rows[int(0.8 * n) : int(0.9 * n)], "test": rows[int(0.9 * n) :]}
 # Three training sentences are blank once stripped: nothing to learn from (ftlit refuses blank texts by default).
 cuts["train"] = [r for r in cuts["train"] if r["text"]]
-for split, part in cuts.items():
-    with open(out / f"{split}.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in part)
-with open(out / "predict.jsonl", "w") as f:
-    f.writelines(json.dumps({"text": r["text"]}) + "\n" for r in cuts["test"])
+
+
+def write(name, lines):
+    # Each file whole or not at all (a temp file, then a rename), train.jsonl last: the shell skips the download
+    # when it exists, so a Ctrl-C here, or two runs at once, never leaves a half data set that counts as done.
+    tmp = out / f".{name}.tmp"
+    tmp.write_text("".join(lines))
+    tmp.replace(out / name)
+
+
+write("predict.jsonl", [json.dumps({"text": r["text"]}) + "\n" for r in cuts["test"]])
+for split in ("test", "validation", "train"):
+    write(f"{split}.jsonl", [json.dumps(r) + "\n" for r in cuts[split]])
 print(f"wrote {n} sentences to {out}: " + ", ".join(f"{k} {len(v)}" for k, v in cuts.items()))
 PY
