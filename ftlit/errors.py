@@ -98,7 +98,7 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _type_problem(detail: str, after: str) -> str:
-    """A wrong-type message as the expected type and the given value, e.g. ``expected int or null, got '1.5'``:
+    """A wrong-type message as the expected type and the given value, e.g. ``expected int or null, got 1.5``:
     jsonargparse's own says "Does not validate against any of the Union subtypes" for every optional key."""
     expected = re.match(r"Expected a (.+?)\. Got value: (.*)", detail)
     if expected:
