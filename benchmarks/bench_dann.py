@@ -35,6 +35,8 @@ from typing import Any
 
 from quickstart_cli import fit_and_test, quickstart_args
 
+from ftlit.core.results import write_json
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SOURCE, TARGET = ("amazon", "yelp"), "imdb"
@@ -163,7 +165,7 @@ def main() -> None:
         for system in ns.systems:
             runs.append(run(system, seed, data, ns, ns.work))
             # each finished run is kept at once: a stopped benchmark loses only the run in progress
-            (ns.out / f"{ns.name}.partial.json").write_text(json.dumps(runs, indent=1) + "\n")
+            write_json(ns.out / f"{ns.name}.partial.json", runs)
     result = {
         "date": datetime.date.today().isoformat(),
         "commands": [*earlier.get("commands", []), command],

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ftlit.core.results import write_json
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 NER = HERE / "ner"
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result.update(seed=seed, load_before=load, workdir=str(workdir))
             runs[system].append(result)
             ns.out.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps(runs, indent=2))  # each run as it ends
+            write_json(partial, runs)  # each run as it ends, atomically: a kill mid-write keeps the earlier runs
             print(
                 f"{system} seed {seed}: val F1 {result['val_f1']:.4f}, test F1 {result['test_f1']:.4f}, "
                 f"{result['steps']} steps, {result['train_s']:.0f} s",
