@@ -47,7 +47,8 @@ def serve(
         workers: Server processes, each with its own copy of the model (uvicorn's workers).
         max_batch_size: Most inputs predicted together: requests that arrive together are batched up to this many
             rows; 1 predicts each request alone.
-        batch_timeout_ms: How long a batch waits for more requests after its first one, in milliseconds.
+        batch_timeout_ms: How long a batch waits for more requests after its first one, in milliseconds; after a
+            batch that held one request alone, the next does not wait (until requests share a batch again).
         engine: ``torch``; or ``onnx`` / ``onnx-int8`` to run the exported folder's ``model.onnx`` /
             ``model.int8.onnx`` on onnxruntime (from ``ftlit export --onnx`` / ``--quantize int8``).
         max_body_bytes: Largest request body; a larger one is answered 413.

@@ -2,7 +2,10 @@
 
 Each request's rows wait in one queue. The batcher takes the first waiting request, then keeps taking requests
 until the batch holds ``max_batch_size`` rows or ``timeout_ms`` have passed since it started collecting, and runs
-the model once on all of them in a worker thread (the event loop keeps accepting requests meanwhile). Each request
+the model once on all of them in a worker thread (the event loop keeps accepting requests meanwhile). The wait is
+adaptive: after a batch that held one request alone, the next batch takes what is queued and runs at once, so a
+lone client does not pay the wait on every request; once requests arrive together again (a batch holds two or more),
+batches wait for company again. The first batch waits. Each request
 gets its own rows back, in order; a batch that fails fails only its own requests. ``max_batch_size=1`` predicts each
 request alone.
 """
@@ -34,6 +37,7 @@ class Batcher:
         self.held: tuple[Rows, asyncio.Future[Rows]] | None = None  # taken, but left for the next batch
         self.forming: list[tuple[Rows, asyncio.Future[Rows]]] = []  # the batch being collected
         self.batches = 0  # batches run so far (the tests and /ready report it)
+        self.shared = True  # whether the last batch held more than one request: only then does the next one wait
 
     @property
     def waiting(self) -> int:
@@ -69,7 +73,7 @@ class Batcher:
             first = await self.queue.get()
         batch = self.forming = [first]
         size = len(batch[0][0])
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (self.timeout if self.shared else 0.0)
         while size < self.max_batch_size:
             if self.queue.empty():
                 left = deadline - time.monotonic()
@@ -88,6 +92,7 @@ class Batcher:
                 break
             batch.append(item)
             size += len(item[0])
+        self.shared = len(batch) > 1
         return batch
 
     async def _run(self) -> None:
