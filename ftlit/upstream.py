@@ -5,11 +5,14 @@ one. Private methods ftlit overrides are listed in ``OVERRIDDEN``; the others ar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.core.mixins import hparams_mixin
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torchmetrics import MeanMetric, Metric
@@ -42,6 +45,23 @@ OVERRIDDEN: list[tuple[type, str, str, str]] = [
         "Lightning-AI/torchmetrics#3434 (fix in #3433)",
     ),
 ]
+
+
+@contextmanager
+def own_hyperparameters() -> Iterator[None]:
+    """Let a model built while LightningCLI builds another (``model.init_from`` or ``model.teacher`` read from a
+    checkpoint inside the task model's ``__init__``) save its own hyperparameters, not the CLI's config.
+
+    LightningCLI instantiates the model inside a context variable that makes every ``save_hyperparameters`` call in
+    it take the CLI's config; a checkpoint loaded there got the outer model's settings (its ``prune_heads``, its
+    ``init_from``) instead of its own. Missing: a scope for that variable that ends at the instantiated class. No
+    upstream issue found (the variable came with Lightning-AI/pytorch-lightning#18105).
+    """
+    token = hparams_mixin._given_hyperparameters.set(None)
+    try:
+        yield
+    finally:
+        hparams_mixin._given_hyperparameters.reset(token)
 
 
 def drop_train_loader(trainer: pl.Trainer) -> None:

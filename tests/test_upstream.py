@@ -60,3 +60,17 @@ def test_optuna_trial_ids_name_the_same_trial_in_the_storage(tmp_path):
     frozen = study.get_trials(deepcopy=False)[1]
     assert upstream.optuna_trial_id(trial) == upstream.optuna_trial_id(frozen)
     assert optuna.trial.Trial(study, upstream.optuna_trial_id(frozen)).number == trial.number == 1
+
+
+def test_own_hyperparameters_clears_the_cli_s_given_hyperparameters():
+    from lightning.pytorch.core.mixins import hparams_mixin
+
+    class Model(pl.LightningModule):
+        def __init__(self, width: int = 1) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    with hparams_mixin._given_hyperparameters_context({"width": 8}, "test"):
+        assert Model(width=2).hparams.width == 8  # what LightningCLI does to a model built inside its build
+        with upstream.own_hyperparameters():
+            assert Model(width=2).hparams.width == 2

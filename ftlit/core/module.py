@@ -708,9 +708,10 @@ class FineTuneModule(pl.LightningModule, ABC):
         saved = saved_backbone(ckpt)
         token = _SAVED_BACKBONE.set(saved)
         try:
-            return super().load_from_checkpoint(
-                checkpoint_path, map_location=map_location, trust_remote_code=trust_remote_code, **kwargs
-            )
+            with upstream.own_hyperparameters():
+                return super().load_from_checkpoint(
+                    checkpoint_path, map_location=map_location, trust_remote_code=trust_remote_code, **kwargs
+                )
         except ValueError as err:
             # jsonargparse wraps errors raised while it rebuilds the model: surface ftlit's own.
             raise (config_error_in(err) or err) from None

@@ -136,6 +136,25 @@ def test_a_second_stage_records_its_start_and_resumes_exactly(source, tiny_bert,
     assert again["ftlit"]["init_from"] == straight["ftlit"]["init_from"]
 
 
+def test_through_the_cli_a_checkpoint_start_is_read_with_its_own_settings_not_the_new_run_s(source, tmp_path):
+    """LightningCLI builds the model inside a context that hands every ``save_hyperparameters`` its config: the
+    init_from checkpoint, loaded inside that build, was rebuilt with the new run's labels and pruned heads and then
+    refused its own weights ("size mismatch"). Python-built models never showed it."""
+    wide = make_tiny_bert(tmp_path / "bert-4-heads", heads=4)
+    first = tmp_path / "first"
+    FtlitCLI(args=["fit", *cli_args(str(wide), source["data"], first, "--trainer.max_epochs=1")])
+    three = {**source["data"], "labels": "[neg, pos, mixed]"}
+    args = ["--trainer.max_epochs=1", f"--model.init_from={first / 'checkpoints' / 'last.ckpt'}"]
+    FtlitCLI(args=["fit", *cli_args(str(wide), three, tmp_path / "more", *args)])
+    more = torch.load(tmp_path / "more" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert more["model.classifier.weight"].shape[0] == 3
+    FtlitCLI(
+        args=["fit", *cli_args(str(wide), source["data"], tmp_path / "pruned", *args, "--model.prune_heads={0: [1]}")]
+    )
+    pruned = torch.load(tmp_path / "pruned" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert pruned["model.bert.encoder.layer.0.attention.self.query.weight"].shape == (24, 32)
+
+
 def test_bad_init_from_is_one_line_before_any_work(source, tiny_bert, tmp_path, capsys):
     base = cli_args(tiny_bert, source["data"], tmp_path / "run")
     missing = tmp_path / "nope.ckpt"
