@@ -259,6 +259,7 @@ COMMANDS = {
     "plot": "ftlit.commands.plot",
     "report": "ftlit.commands.report",
     "explain": "ftlit.commands.explain",
+    "heads": "ftlit.commands.heads",
     "tune": "ftlit.commands.tune",
     "serve": "ftlit.commands.serve",
 }

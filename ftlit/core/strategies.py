@@ -81,10 +81,10 @@ _ATTENTION_LAYOUTS = (
     ("attention.self", ("query", "key", "value"), "attention.output.dense", "num_attention_heads"),
     ("attention", ("q_lin", "k_lin", "v_lin"), "attention.out_lin", "n_heads"),  # DistilBERT
 )
-_HEADS = "ftlit_heads"  # on a pruned attention module: (the original head count, the original indices kept)
+PRUNED = "ftlit_heads"  # on a pruned attention module: (the original head count, the original indices kept)
 
 
-def _attention_parts(layer: nn.Module) -> tuple[nn.Module, list[nn.Linear], nn.Linear, str] | None:
+def attention_parts(layer: nn.Module) -> tuple[nn.Module, list[nn.Linear], nn.Linear, str] | None:
     """A layer's attention module, its query/key/value projections, output projection and head-count attribute."""
     for holder, names, output, count in _ATTENTION_LAYOUTS:
         try:
@@ -114,7 +114,7 @@ def prune_heads(model: PreTrainedModel, anatomy: Anatomy, heads: dict[int, list[
     for layer_index, drop in sorted((int(k), v) for k, v in heads.items()):
         if not 0 <= layer_index < n:
             raise ConfigError(key, f"layer {layer_index} is outside 0..{n - 1} ({n} layers, counted after keep_layers)")
-        parts = _attention_parts(anatomy.layers[layer_index])
+        parts = attention_parts(anatomy.layers[layer_index])
         if parts is None:
             raise ConfigError(
                 key,
@@ -133,7 +133,7 @@ def prune_heads(model: PreTrainedModel, anatomy: Anatomy, heads: dict[int, list[
             continue
         keep = [h for h in range(total) if h not in drop]
         _resize_heads(anatomy.layers[layer_index], parts, keep, len(keep), _narrowed)
-        setattr(attention, _HEADS, (total, keep))
+        setattr(attention, PRUNED, (total, keep))
         removed += len(drop)
     return removed
 
@@ -142,16 +142,16 @@ def full_width_heads(model: PreTrainedModel) -> PreTrainedModel:
     """``model`` as its config says it is: a copy whose pruned attention layers are back at full width, the removed
     heads' weights zero (their output-projection columns zero, so they add nothing: the outputs are the pruned
     model's), which plain transformers loads. ``model`` itself when no head was removed."""
-    if not any(hasattr(m, _HEADS) for m in model.modules()):
+    if not any(hasattr(m, PRUNED) for m in model.modules()):
         return model
     model = copy.deepcopy(model)
     for layer in list(model.modules()):
-        parts = _attention_parts(layer)
-        if parts is None or not hasattr(parts[0], _HEADS):
+        parts = attention_parts(layer)
+        if parts is None or not hasattr(parts[0], PRUNED):
             continue
-        total, keep = getattr(parts[0], _HEADS)
+        total, keep = getattr(parts[0], PRUNED)
         _resize_heads(layer, parts, keep, total, _widened)
-        delattr(parts[0], _HEADS)
+        delattr(parts[0], PRUNED)
     return model
 
 
