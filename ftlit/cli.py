@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import math
@@ -15,7 +16,7 @@ import lightning.pytorch as pl
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from typing_extensions import override
 
 from ftlit import checks, run_folder
@@ -40,6 +41,7 @@ class FtlitCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         # A resumed run writes config.yaml into the same folder again.
+        kwargs.setdefault("save_config_callback", ConfigAsGiven)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 42)
         # The models own their optimizer and schedule (warmup, decay, parameter groups).
@@ -144,6 +146,12 @@ class FtlitCLI(LightningCLI):
         if self.subcommand == "predict":
             # Known from the config alone: refuse before the data is tokenized or the checkpoint loaded.
             check_output(output_path(config.predictions.output, root), config.predictions.overwrite)
+        # Derived from the run folder: config.yaml keeps them as given, so the saved config run with another
+        # default_root_dir writes there, not into (or with --overwrite, over) this run's checkpoints.
+        if isinstance(self.save_config_kwargs, dict):
+            self.save_config_kwargs["as_given"] = {
+                key: copy.deepcopy(config[key]) for key in ("checkpoint.dirpath", "trainer.logger")
+            }
         config.checkpoint.dirpath = checkpoint_dir(config)
         if not config.trainer.plugins:
             config.trainer.plugins = [Namespace(class_path="ftlit.checkpoint_io.AtomicCheckpointIO")]
@@ -181,6 +189,26 @@ class FtlitCLI(LightningCLI):
             lock = getattr(self, "_lock", None)
             if lock is not None:
                 lock.release()
+
+
+class ConfigAsGiven(SaveConfigCallback):
+    """Lightning's ``config.yaml`` of the run, with the values ftlit derives from the run folder (the checkpoint
+    folder, the default loggers) as the config gave them."""
+
+    def __init__(self, *args: Any, as_given: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.as_given = as_given or {}
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        derived = {key: self.config[key] for key in self.as_given}
+        for key, value in self.as_given.items():
+            self.config[key] = value
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            for key, value in derived.items():
+                self.config[key] = value
 
 
 class ConfigOnly(FtlitCLI):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from conftest import cli_args, cli_error, read_metrics
 from ftlit.cli import FtlitCLI, main
@@ -45,6 +46,25 @@ def test_a_run_folder_belongs_to_one_run(tiny_bert, toy_data, tmp_path, capsys):
     fit(tiny_bert, toy_data, tmp_path, "--trainer.max_steps=3", "--overwrite=true")
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == ["epoch=0-step=3.ckpt", "last.ckpt"]
     assert last_step(tmp_path) == 3
+
+
+def test_a_run_s_saved_config_run_into_another_folder_leaves_the_first_run_alone(tiny_bert, toy_data, tmp_path):
+    """config.yaml keeps the run-folder paths ftlit derives (the checkpoint folder, the loggers' folder) as given:
+    a user who trains the saved config again with another default_root_dir (and --overwrite, for that folder) got
+    the new checkpoints written into, and the old ones deleted from, the first run's checkpoints/."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    fit(tiny_bert, toy_data, first, "--trainer.max_steps=2")
+    saved = first / "csv" / "version_0" / "config.yaml"
+    config = yaml.safe_load(saved.read_text())
+    assert config["checkpoint"]["dirpath"] is None and config["trainer"]["logger"] is None
+    before = {p.name: p.read_bytes() for p in (first / "checkpoints").iterdir()}
+    args = ["fit", "--config", str(saved), f"--trainer.default_root_dir={second}", "--overwrite=true"]
+    FtlitCLI(args=[*args, "--trainer.max_steps=3"])
+    assert {p.name: p.read_bytes() for p in (first / "checkpoints").iterdir()} == before
+    assert last_step(second) == 3 and (second / "csv" / "version_0" / "metrics.csv").is_file()
+    # The saved config still resumes its own run.
+    FtlitCLI(args=["fit", "--config", str(saved), "--ckpt_path=last", "--trainer.max_steps=4"])
+    assert last_step(first) == 4
 
 
 def test_a_second_live_process_is_kept_out(tiny_bert, toy_data, tmp_path, capsys):

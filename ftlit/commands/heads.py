@@ -131,8 +131,9 @@ def heads(
 
 
 def relocated(config: dict[str, Any], root: Path) -> dict[str, Any]:
-    """A run's resolved config for a new run folder ``root``: the paths its fit derived from the old folder (the
-    checkpoint folder, the default loggers' folder) follow; a fresh fit, not a resume."""
+    """A run's resolved config for a new run folder ``root``, a fresh fit, not a resume. A config.yaml written
+    before ftlit kept the run-folder paths as given holds the checkpoint folder and the default loggers' folder of
+    its run: those follow too."""
     config = copy.deepcopy(config)
     trainer = config["trainer"]
     old = Path(trainer.get("default_root_dir") or Path.cwd()).resolve()

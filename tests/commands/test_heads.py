@@ -13,7 +13,7 @@ import yaml
 
 from conftest import cli_args, command_error, make_tiny_bert, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
-from ftlit.commands.heads import FIT, SCORES, data_module, main
+from ftlit.commands.heads import FIT, SCORES, data_module, main, relocated
 from ftlit.commands.tune import base_config
 from ftlit.core import strategies
 from ftlit.core.anatomy import anatomy
@@ -113,7 +113,7 @@ def test_heads_writes_scores_and_a_fit_config_that_prunes_the_fine_tuned_model(r
     assert config["model"]["init_args"]["init_from"] == str(run["ckpt"].resolve())
     assert config["trainer"]["default_root_dir"] == str(out.resolve() / "run")
     assert config["checkpoint"]["dirpath"] is None and config["ckpt_path"] is None
-    assert {logger["init_args"]["save_dir"] for logger in config["trainer"]["logger"]} == {str(out.resolve() / "run")}
+    assert config["trainer"]["logger"] is None  # as the run gave it: the default loggers, in the new folder
 
     # The config runs as written: the fine-tuned model loses exactly those heads, and trains on in its own folder.
     FtlitCLI(args=["fit", "--config", str(out / FIT), "--trainer.max_epochs=1"])
@@ -127,6 +127,29 @@ def test_heads_writes_scores_and_a_fit_config_that_prunes_the_fine_tuned_model(r
     args = ["--config", str(run["config"]), "--ckpt_path", str(run["ckpt"]), "--out", str(out)]
     assert "pass --overwrite" in command_error(main, args, capsys)
     assert "holds the run its fit.yaml trained" in command_error(main, [*args, "--overwrite"], capsys)
+
+
+def test_a_config_saved_by_an_older_ftlit_moves_to_the_new_folder_whole(tmp_path):
+    """Before config.yaml kept them as given, it held the checkpoint folder and the loggers' folder of its run."""
+    old = tmp_path / "old"
+    config = {
+        "trainer": {
+            "default_root_dir": str(old),
+            "logger": [
+                {"class_path": "CSVLogger", "init_args": {"save_dir": str(old)}},
+                {"class_path": "MLFlowLogger", "init_args": {"save_dir": "/elsewhere"}},
+            ],
+        },
+        "checkpoint": {"dirpath": str(old / "checkpoints")},
+        "ckpt_path": "last",
+    }
+    moved = relocated(config, tmp_path / "new")
+    assert moved["trainer"]["default_root_dir"] == str(tmp_path / "new") and moved["checkpoint"]["dirpath"] is None
+    assert [logger["init_args"]["save_dir"] for logger in moved["trainer"]["logger"]] == [
+        str(tmp_path / "new"),
+        "/elsewhere",
+    ]
+    assert moved["ckpt_path"] is None and config["checkpoint"]["dirpath"] == str(old / "checkpoints")  # a copy
 
 
 def test_every_option_changes_what_is_scored(run, tmp_path, capsys):
