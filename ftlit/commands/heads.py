@@ -86,14 +86,14 @@ def heads(
     with backbone.quiet():
         module = FineTuneModule.load_from_checkpoint(ckpt, map_location="cpu", trust_remote_code=trust_remote_code)
     attention_outputs(module)  # a model whose heads cannot be scored is refused before its data is read
+    given = (fit["data"].get("init_args") or {}).get("labels")
+    check_labels(given, module)  # labels the config lists: before the data is read; discovered ones after
     with tempfile.TemporaryDirectory() as tokenizer:
         saved = saved_backbone(read_checkpoint(ckpt))
         backbone.unpack(tokenizer, saved["config"], saved["tokenizer"], saved.get("code"))
         data = data_module(fit["data"], tokenizer, trust_remote_code)
         data.setup("fit" if split == "train" else split)
-    if data.label_names is not None and list(data.label_names) != list(module.label_names or []):
-        raise ConfigError("config", f"the data's labels {data.label_names} are not the checkpoint's "
-                          f"{module.label_names}: give the config of the run that wrote it")  # fmt: skip
+    check_labels(data.label_names, module)
     loader = {"train": data.train_dataloader, "validation": data.val_dataloader, "test": data.test_dataloader}[split]()
     batches = islice(loader, max_batches) if max_batches is not None else loader
     scores, n = head_importance(module, batches, normalize=normalize)
@@ -110,7 +110,7 @@ def heads(
         "prune_heads": {str(layer): h for layer, h in chosen.items()},
         "importance": scores,
     }
-    config = relocated(fit, target / "run")
+    config = relocated(fit, target.resolve() / "run")
     config["model"]["init_args"].update(init_from=str(ckpt.resolve()), prune_heads=chosen)
     header = (
         f"# ftlit heads: the {removed} least important of {report['heads']} attention heads of {ckpt} removed\n"
@@ -130,6 +130,13 @@ def heads(
     return target, report
 
 
+def check_labels(labels: list[str] | None, module: FineTuneModule) -> None:
+    """The data's labels are the model's, in its order (else the loss scores the wrong classes)."""
+    if labels is not None and [str(name) for name in labels] != list(module.label_names or []):
+        raise ConfigError("config", f"the data's labels {list(labels)} are not the checkpoint's "
+                          f"{module.label_names}: give the config of the run that wrote it")  # fmt: skip
+
+
 def relocated(config: dict[str, Any], root: Path) -> dict[str, Any]:
     """A run's resolved config for a new run folder ``root``, a fresh fit, not a resume. A config.yaml written
     before ftlit kept the run-folder paths as given holds the checkpoint folder and the default loggers' folder of
@@ -147,6 +154,7 @@ def relocated(config: dict[str, Any], root: Path) -> dict[str, Any]:
         if args.get("save_dir") and Path(args["save_dir"]).resolve() == old:
             args["save_dir"] = str(root)
     config["ckpt_path"] = None
+    config["overwrite"] = False  # a run started with --overwrite: its next one must not delete this one's
     return config
 
 

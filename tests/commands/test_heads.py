@@ -142,6 +142,7 @@ def test_a_config_saved_by_an_older_ftlit_moves_to_the_new_folder_whole(tmp_path
         },
         "checkpoint": {"dirpath": str(old / "checkpoints")},
         "ckpt_path": "last",
+        "overwrite": True,
     }
     moved = relocated(config, tmp_path / "new")
     assert moved["trainer"]["default_root_dir"] == str(tmp_path / "new") and moved["checkpoint"]["dirpath"] is None
@@ -149,7 +150,11 @@ def test_a_config_saved_by_an_older_ftlit_moves_to_the_new_folder_whole(tmp_path
         str(tmp_path / "new"),
         "/elsewhere",
     ]
-    assert moved["ckpt_path"] is None and config["checkpoint"]["dirpath"] == str(old / "checkpoints")  # a copy
+    assert (
+        moved["ckpt_path"] is None
+        and moved["overwrite"] is False
+        and config["checkpoint"]["dirpath"] == str(old / "checkpoints")
+    )  # a copy
 
 
 def test_every_option_changes_what_is_scored(run, tmp_path, capsys):
@@ -186,6 +191,26 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys):
     }
     for flag, expected in cases.items():
         assert command_error(main, [*base, flag], capsys) == expected
+    other = yaml.safe_load(run["config"].read_text())
+    other["data"]["init_args"]["labels"] = ["pos", "neg"]
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    line = command_error(main, [*base[2:], "--config", str(tmp_path / "other.yaml")], capsys)
+    assert line == (
+        "ftlit: error: config: the data's labels ['pos', 'neg'] are not the checkpoint's ['neg', 'pos']: give the "
+        "config of the run that wrote it"
+    )
+    # Labels found in another train file: refused once the data is read (its progress lines come first).
+    for split, rows in (("train", toy_rows(96, 0)), ("validation", toy_rows(40, 1))):
+        renamed = [{**row, "label": {"pos": "good", "neg": "bad"}[row["label"]]} for row in rows]
+        other["data"]["init_args"][f"{split}_file"] = str(write_jsonl(tmp_path / f"{split}.jsonl", renamed))
+    other["data"]["init_args"]["labels"] = None
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(SystemExit) as exc:
+        main([*base[2:], "--config", str(tmp_path / "other.yaml")])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "ftlit: error: config: the data's labels ['bad', 'good'] are not the checkpoint's ['neg', 'pos']: give the "
+        "config of the run that wrote it"
+    )
     missing = ["--config", str(run["config"]), "--ckpt_path", str(tmp_path / "nope.ckpt")]
     assert "ckpt_path: " in command_error(main, missing, capsys)
     assert not (tmp_path / "h").exists()
