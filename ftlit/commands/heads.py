@@ -31,6 +31,7 @@ from ftlit.commands.tune import base_config
 from ftlit.core.datamodule import TaskDataModule
 from ftlit.core.head_importance import attention_outputs, check_share, head_importance, least_important
 from ftlit.core.module import FineTuneModule
+from ftlit.core.warm_start import plain_model
 from ftlit.errors import ConfigError, report_errors
 
 FIT, SCORES = "fit.yaml", "head-importance.json"
@@ -85,6 +86,8 @@ def heads(
 
     with backbone.quiet():
         module = FineTuneModule.load_from_checkpoint(ckpt, map_location="cpu", trust_remote_code=trust_remote_code)
+    # LoRA adapters merged: the heads scored are the ones init_from starts the pruned run from.
+    module.model = plain_model(module.model, module.label_names)
     attention_outputs(module)  # a model whose heads cannot be scored is refused before its data is read
     given = (fit["data"].get("init_args") or {}).get("labels")
     check_labels(given, module)  # labels the config lists: before the data is read; discovered ones after

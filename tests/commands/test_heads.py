@@ -241,6 +241,24 @@ def test_a_model_with_heads_removed_already_is_refused(run, tmp_path, capsys):
     )
 
 
+def test_a_lora_run_is_scored_merged_and_its_fit_config_trains_new_adapters_on_the_pruned_model(run, tmp_path, capsys):
+    root = tmp_path / "lora"
+    data = {"train_file": str(run["tmp"] / "train.jsonl"), "validation_file": str(run["tmp"] / "validation.jsonl")}
+    FtlitCLI(args=["fit", *cli_args(run["backbone"], data, root, "--trainer.max_epochs=1", "--model.lora_rank=4")])
+    out = tmp_path / "heads"
+    config = str(root / "csv" / "version_0" / "config.yaml")
+    main(["--config", config, "--ckpt_path", str(root / "checkpoints" / "last.ckpt"), "--out", str(out)])
+    chosen = json.loads((out / SCORES).read_text())["prune_heads"]
+    FtlitCLI(args=["fit", "--config", str(out / FIT), "--trainer.max_epochs=1"])
+    state = torch.load(out / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    query = [k for k in state if ".layer.0.attention.self.query." in k]
+    assert any("lora_A" in k for k in query)
+    base = next(
+        v for k, v in state.items() if ".layer.0.attention.self.query." in k and k.endswith("base_layer.weight")
+    )
+    assert base.shape == ((4 - len(chosen.get("0", []))) * 8, 32)
+
+
 def test_help_documents_every_argument(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
