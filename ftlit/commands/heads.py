@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 import tempfile
+from importlib.util import find_spec
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ftlit import backbone
 from ftlit.checkpoint_io import read_checkpoint, saved_backbone
 from ftlit.classes import find_class
 from ftlit.commands.folders import arg_docs, check_target, command_parser, replace_folder, sibling
+from ftlit.commands.plot import new_figure, png_bytes
 from ftlit.commands.tune import base_config
 from ftlit.core.datamodule import TaskDataModule
 from ftlit.core.head_importance import attention_outputs, check_share, head_importance, least_important
@@ -34,7 +36,7 @@ from ftlit.core.module import FineTuneModule
 from ftlit.core.warm_start import plain_model
 from ftlit.errors import ConfigError, report_errors
 
-FIT, SCORES = "fit.yaml", "head-importance.json"
+FIT, SCORES, PNG = "fit.yaml", "head-importance.json", "head-importance.png"
 SPLITS = ("train", "validation", "test")
 
 
@@ -126,11 +128,29 @@ def heads(
     try:
         (tmp / FIT).write_text(header + yaml.safe_dump(config, sort_keys=False))
         (tmp / SCORES).write_text(json.dumps(report, indent=2) + "\n")
+        if find_spec("matplotlib") is not None:  # the plots extra
+            (tmp / PNG).write_bytes(draw_importance(scores, chosen))
         replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target, report
+
+
+def draw_importance(scores: list[list[float]], chosen: dict[int, list[int]]) -> bytes:
+    """The scores as a layers x heads heat map, the heads chosen for removal crossed out (PNG bytes)."""
+    fig = new_figure(1.2 + 0.55 * max(len(layer) for layer in scores), 1.0 + 0.45 * len(scores))
+    ax = fig.add_subplot()
+    width = max(len(layer) for layer in scores)
+    grid = [layer + [float("nan")] * (width - len(layer)) for layer in scores]
+    image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+    for layer, heads in chosen.items():
+        ax.scatter(heads, [layer] * len(heads), marker="x", color="red", s=60)
+    ax.set(xlabel="head", ylabel="layer", title="head importance (x: removed)")
+    ax.set_xticks(range(width))
+    ax.set_yticks(range(len(scores)))
+    fig.colorbar(image, ax=ax)
+    return png_bytes(fig)
 
 
 def check_labels(labels: list[str] | None, module: FineTuneModule) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from importlib.util import find_spec
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import yaml
 
 from conftest import cli_args, command_error, make_tiny_bert, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
-from ftlit.commands.heads import FIT, SCORES, data_module, main, relocated
+from ftlit.commands.heads import FIT, PNG, SCORES, data_module, draw_importance, main, relocated
 from ftlit.commands.tune import base_config
 from ftlit.core import strategies
 from ftlit.core.anatomy import anatomy
@@ -108,6 +109,9 @@ def test_heads_writes_scores_and_a_fit_config_that_prunes_the_fine_tuned_model(r
     assert report["prune_heads"] == {str(k): v for k, v in chosen.items()}
     assert all(sum(s * s for s in layer) == pytest.approx(1) for layer in report["importance"])
 
+    if find_spec("matplotlib") is not None:  # the plots extra: the scores as a heat map
+        assert (out / PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert draw_importance(report["importance"], chosen) != draw_importance(report["importance"], {0: [0]})
     config = yaml.safe_load((out / FIT).read_text())
     assert config["model"]["init_args"]["prune_heads"] == chosen
     assert config["model"]["init_args"]["init_from"] == str(run["ckpt"].resolve())
