@@ -22,6 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ftlit import backbone
@@ -90,6 +91,7 @@ def heads(
         module = FineTuneModule.load_from_checkpoint(ckpt, map_location="cpu", trust_remote_code=trust_remote_code)
     # LoRA adapters merged: the heads scored are the ones init_from starts the pruned run from.
     module.model = plain_model(module.model, module.label_names)
+    module.to("cuda" if torch.cuda.is_available() else "cpu")  # one forward and backward per batch
     attention_outputs(module)  # a model whose heads cannot be scored is refused before its data is read
     given = (fit["data"].get("init_args") or {}).get("labels")
     check_labels(given, module)  # labels the config lists: before the data is read; discovered ones after
