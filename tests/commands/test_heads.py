@@ -11,6 +11,10 @@ from importlib.util import find_spec
 import pytest
 import torch
 import yaml
+from helpers.ner import fit_args as ner_args
+from helpers.ner import toy_ner_rows, write_conll
+from helpers.qa import fit_args as qa_args
+from helpers.qa import toy_qa_rows, write_squad
 
 from conftest import cli_args, command_error, make_tiny_bert, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
@@ -261,6 +265,25 @@ def test_a_lora_run_is_scored_merged_and_its_fit_config_trains_new_adapters_on_t
         v for k, v in state.items() if ".layer.0.attention.self.query." in k and k.endswith("base_layer.weight")
     )
     assert base.shape == ((4 - len(chosen.get("0", []))) * 8, 32)
+
+
+@pytest.mark.parametrize("task", ["ner", "qa"])
+def test_token_and_span_tasks_are_scored_by_their_own_loss(run, task, tmp_path):
+    """NER's token loss and QA's span loss reach every head's gate (non-zero scores); the config trains."""
+    if task == "ner":
+        rows = {"train": toy_ner_rows(48, 0), "validation": toy_ner_rows(16, 1)}
+        data = {f"{s}_file": str(write_conll(tmp_path / f"{s}.conll", r)) for s, r in rows.items()}
+        args = ner_args(run["backbone"], tmp_path / "run", data, "--trainer.max_epochs=1")
+    else:
+        rows = {"train": toy_qa_rows(48, 0), "validation": toy_qa_rows(16, 1)}
+        data = {f"{s}_file": str(write_squad(tmp_path / f"{s}.json", r)) for s, r in rows.items()}
+        args = qa_args(run["backbone"], tmp_path / "run", data, "--trainer.max_epochs=1")
+    FtlitCLI(args=["fit", *args])
+    out = tmp_path / "heads"
+    config = str(tmp_path / "run" / "csv" / "version_0" / "config.yaml")
+    main(["--config", config, "--ckpt_path", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(out)])
+    report = json.loads((out / SCORES).read_text())
+    assert report["removed"] == 2 and all(score > 0 for layer in report["importance"] for score in layer)
 
 
 def test_help_documents_every_argument(capsys):
