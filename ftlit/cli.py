@@ -40,8 +40,8 @@ class FtlitCLI(LightningCLI):
         kwargs.setdefault("datamodule_class", TaskDataModule)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
-        # A resumed run writes config.yaml into the same folder again.
         kwargs.setdefault("save_config_callback", ConfigAsGiven)
+        # A resumed run writes config.yaml into the same folder again.
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 42)
         # The models own their optimizer and schedule (warmup, decay, parameter groups).
