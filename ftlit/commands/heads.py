@@ -93,14 +93,12 @@ def heads(
     module.model = plain_model(module.model, module.label_names)
     module.to("cuda" if torch.cuda.is_available() else "cpu")  # one forward and backward per batch
     attention_outputs(module)  # a model whose heads cannot be scored is refused before its data is read
-    given = (fit["data"].get("init_args") or {}).get("labels")
-    check_labels(given, module)  # labels the config lists: before the data is read; discovered ones after
     with tempfile.TemporaryDirectory() as tokenizer:
         saved = saved_backbone(read_checkpoint(ckpt))
         backbone.unpack(tokenizer, saved["config"], saved["tokenizer"], saved.get("code"))
         data = data_module(fit["data"], tokenizer, trust_remote_code)
+        check_labels(data.label_names, module)  # given, or found in the train split: before it is tokenized
         data.setup("fit" if split == "train" else split)
-    check_labels(data.label_names, module)
     loader = {"train": data.train_dataloader, "validation": data.val_dataloader, "test": data.test_dataloader}[split]()
     batches = islice(loader, max_batches) if max_batches is not None else loader
     scores, n = head_importance(module, batches, normalize=normalize)

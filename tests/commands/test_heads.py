@@ -207,7 +207,7 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys):
         "ftlit: error: config: the data's labels ['pos', 'neg'] are not the checkpoint's ['neg', 'pos']: give the "
         "config of the run that wrote it"
     )
-    # Labels found in another train file: refused once the data is read (its progress lines come first).
+    # Labels found in another train file: refused before it is tokenized.
     for split, rows in (("train", toy_rows(96, 0)), ("validation", toy_rows(40, 1))):
         renamed = [{**row, "label": {"pos": "good", "neg": "bad"}[row["label"]]} for row in rows]
         other["data"]["init_args"][f"{split}_file"] = str(write_jsonl(tmp_path / f"{split}.jsonl", renamed))
@@ -215,10 +215,12 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys):
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     with pytest.raises(SystemExit) as exc:
         main([*base[2:], "--config", str(tmp_path / "other.yaml")])
-    assert exc.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.strip().splitlines()[-1] == (
         "ftlit: error: config: the data's labels ['bad', 'good'] are not the checkpoint's ['neg', 'pos']: give the "
         "config of the run that wrote it"
     )
+    assert "Tokenizing" not in err  # refused before the data is tokenized
     missing = ["--config", str(run["config"]), "--ckpt_path", str(tmp_path / "nope.ckpt")]
     assert "ckpt_path: " in command_error(main, missing, capsys)
     assert not (tmp_path / "h").exists()
