@@ -4,6 +4,8 @@ no tokenization cache), where Lightning would give a traceback late or accept th
 from __future__ import annotations
 
 import logging
+import warnings
+from importlib.util import find_spec
 
 import pytest
 import torch
@@ -11,7 +13,8 @@ from helpers.runs import run_fit
 from lightning.pytorch.callbacks import Callback
 
 from conftest import cli_args, cli_error
-from ftlit.cli import FtlitCLI
+from ftlit import backbone, checks
+from ftlit.cli import ConfigOnly, FtlitCLI
 
 
 @pytest.mark.parametrize(
@@ -149,9 +152,130 @@ def test_a_backbone_with_another_head_gets_a_new_one(tiny_bert, toy_data, tmp_pa
     shutil.rmtree(folder)
 
 
-def test_a_gpu_accelerator_without_a_gpu_names_the_key(tiny_bert, toy_data, tmp_path, capsys):
-    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, "--trainer.accelerator=gpu")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_accelerator_names_the_key_without_a_gpu(tiny_bert, toy_data, tmp_path, capsys, accelerator):
+    if torch.cuda.is_available():  # a GPU machine: the same command is accepted and runs on the GPU
+        cli = FtlitCLI(args=cli_args(tiny_bert, toy_data, tmp_path, f"--trainer.accelerator={accelerator}"), run=False)
+        assert cli.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        return
+    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, f"--trainer.accelerator={accelerator}")
     assert err.startswith("ftlit: error: trainer.accelerator: "), err
+    assert "use cpu or auto" in err or "use auto or cpu" in err, err
+
+
+def _needs_missing(module: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(find_spec(module) is not None, reason=f"{module} is installed here")
+
+
+def bad(key: str, value: str, fragment: str, *extra: str, marks=()) -> pytest.ParameterSet:
+    return pytest.param(key, value, fragment, extra, marks=marks, id=f"{key}={value}")
+
+
+# Bad values of the Trainer's own keys, each refused by `checks.check_trainer` before the model is loaded. Before it:
+# IE = internal error (a traceback file), OK = taken silently, LATE = Lightning's own line, after the model loaded.
+TRAINER_BAD_VALUES = [
+    bad("check_val_every_n_epoch", "0", "must be >= 1, got 0"),  # IE ZeroDivisionError, after an epoch
+    bad("check_val_every_n_epoch", "-1", "must be >= 1, got -1"),  # OK
+    bad("val_check_interval", '{"hourz": 1}', "unknown unit hourz"),  # IE TypeError
+    bad("val_check_interval", '{"hours": -1}', "a duration cannot be negative"),  # OK
+    bad("val_check_interval", "00:01", "expected a duration 'DD:HH:MM:SS'"),  # LATE
+    bad("val_check_interval", "0.5", "needs trainer.check_val_every_n_epoch", "--trainer.check_val_every_n_epoch=null"),
+    bad("log_every_n_steps", "-1", "must be >= 0, got -1"),  # OK
+    bad("limit_train_batches", "-1", "a fraction in [0.0, 1.0] or a whole number of batches, got -1"),  # LATE
+    bad("limit_train_batches", "1.5", "a whole number of batches, got 1.5"),  # LATE
+    bad("limit_val_batches", "-0.5", "a whole number of batches, got -0.5"),  # LATE
+    bad("limit_test_batches", "-1", "a whole number of batches, got -1"),  # LATE
+    bad("limit_predict_batches", "2.5", "a whole number of batches, got 2.5"),  # LATE
+    bad("overfit_batches", "-1", "a whole number of batches, got -1"),  # LATE
+    bad("max_time", "abc", "expected a duration 'DD:HH:MM:SS'"),  # LATE, naming only "trainer"
+    bad("max_time", '{"hourz": 1}', "unknown unit hourz"),  # IE TypeError
+    bad("max_time", '{"hours": -1}', "a duration cannot be negative"),  # OK: stopped at once
+    bad("precision", "transformer-engine", "needs transformer_engine", marks=_needs_missing("transformer_engine")),
+    bad("devices", "0", "'0' is not valid with accelerator cpu"),  # LATE
+    bad("devices", "-1", "'-1' is not valid with accelerator cpu"),  # IE TypeError (-1 is all GPUs, not CPUs)
+    bad("devices", "-2", "'-2' is not valid with accelerator cpu"),  # IE TypeError
+    bad("devices", "abc", "'abc' is not valid with accelerator cpu"),  # IE TypeError
+    bad("devices", "[]", "[] is not valid with accelerator cpu"),  # LATE
+    bad("num_nodes", "0", "must be >= 1, got 0"),  # LATE
+    bad("max_epochs", "-2", "must be >= -1, got -2"),  # LATE
+    bad("min_epochs", "-1", "must be >= 0, got -1"),  # OK
+    bad("min_epochs", "3", "3 is more than trainer.max_epochs (2)"),  # OK: max_epochs wins
+    bad("max_steps", "-2", "must be >= -1, got -2"),  # LATE
+    bad("min_steps", "-1", "must be >= 0, got -1"),  # OK
+    bad("min_steps", "5", "5 is more than trainer.max_steps (2)", "--trainer.max_steps=2"),  # OK
+    bad("num_sanity_val_steps", "-2", "must be >= -1, got -2"),  # OK
+    bad("gradient_clip_algorithm", "foo", "must be norm or value"),  # LATE
+    bad("accelerator", "foo", "unknown accelerator 'foo'"),  # LATE
+    bad("accelerator", "CPU", "unknown accelerator 'CPU'"),  # LATE (Lightning does not lowercase it)
+    bad("accelerator", "tpu", "needs torch_xla", marks=_needs_missing("torch_xla")),  # IE ModuleNotFoundError
+    bad("strategy", "foo", "unknown strategy 'foo'"),  # LATE
+    bad("strategy", "xla", "needs torch_xla", marks=_needs_missing("torch_xla")),  # IE ModuleNotFoundError
+    bad("strategy", "deepspeed", "needs deepspeed", marks=_needs_missing("deepspeed")),  # LATE
+    bad("reload_dataloaders_every_n_epochs", "-1", "must be >= 0, got -1"),  # LATE
+    bad("fast_dev_run", "-1", "must be >= 0, got -1"),  # LATE
+    bad("profiler", "foo", "unknown profiler 'foo'"),  # LATE
+    bad("enable_checkpointing", "false", "ftlit always checkpoints"),  # LATE
+    bad("barebones", "true", "barebones mode forbids"),  # LATE, with the loggers' reprs in the line
+]
+
+
+@pytest.mark.parametrize(("key", "value", "fragment", "extra"), TRAINER_BAD_VALUES)
+def test_a_bad_trainer_value_is_one_line_before_the_model_loads(
+    tiny_bert, toy_data, tmp_path, capsys, monkeypatch, key, value, fragment, extra
+):
+    loaded = []
+    for name in ("load_config", "load_tokenizer"):
+        real = getattr(backbone, name)
+        monkeypatch.setattr(backbone, name, lambda *a, _real=real, **k: loaded.append(a) or _real(*a, **k))
+    err = run_fit(tiny_bert, toy_data, tmp_path, capsys, f"--trainer.{key}={value}", *extra)
+    assert err.startswith(f"ftlit: error: trainer.{key}: ") and fragment in err, err
+    assert not loaded, "the backbone was loaded despite bad input"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--trainer.max_epochs=-1", "--trainer.max_steps=10"],
+        ["--trainer.max_steps=-1"],
+        ["--trainer.max_steps=0"],
+        ["--trainer.limit_train_batches=0", "--trainer.limit_val_batches=1.0", "--trainer.limit_test_batches=2.0"],
+        ["--trainer.limit_predict_batches=5", "--trainer.overfit_batches=0.5"],
+        ["--trainer.val_check_interval=00:00:30:00"],
+        ['--trainer.val_check_interval={"seconds": 1}'],
+        ["--trainer.val_check_interval=3", "--trainer.check_val_every_n_epoch=null"],
+        ["--trainer.max_time=00:12:00:00"],
+        ['--trainer.max_time={"minutes": 1}'],
+        ["--trainer.devices=auto"],
+        ["--trainer.devices=2", "--trainer.strategy=ddp"],
+        ["--trainer.accelerator=auto", "--trainer.devices=1"],
+        ["--trainer.precision=bf16-mixed"],
+        ["--trainer.precision=16-mixed"],
+        ["--trainer.precision=64"],
+        ["--trainer.precision=bf16"],
+        ["--trainer.log_every_n_steps=0", "--trainer.num_sanity_val_steps=-1"],
+        ["--trainer.fast_dev_run=true"],
+        ["--trainer.fast_dev_run=2"],
+        ["--trainer.gradient_clip_algorithm=VALUE", "--trainer.profiler=Simple"],
+        ["--trainer.min_epochs=2", "--trainer.min_steps=3", "--trainer.max_steps=3"],
+        ["--trainer.deterministic=warn", "--trainer.reload_dataloaders_every_n_epochs=1"],
+    ],
+    ids=lambda v: "+".join(a.removeprefix("--trainer.") for a in v),
+)
+def test_valid_trainer_values_pass_the_checks(tiny_bert, toy_data, tmp_path, args):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = ConfigOnly(args=["fit", *cli_args(tiny_bert, toy_data, tmp_path, *args)])
+    for arg in args:
+        key = arg.removeprefix("--").split("=", 1)[0]
+        assert cli.config.fit[key] is not None or arg.endswith("=null")
+
+
+def test_a_duration_val_check_interval_fits_any_epoch():
+    # Lightning sets no `val_check_interval` attribute when it is a duration: the epoch-size check skips it.
+    class Trainer:
+        check_val_every_n_epoch = 1
+
+    checks.check_val_interval(Trainer(), batches=2)
 
 
 @pytest.mark.parametrize(
