@@ -121,16 +121,17 @@ class Teacher:
     @torch.no_grad()
     def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The teacher's logits for a batch of the student's inputs, in the student's label order: from the cache
-        when every row of the batch is in it."""
+        when every row of the batch is in it. A cached row keeps its first logits, though float32 rounds a batch
+        padded to another length otherwise: a run that reads the cache uses the very values the run that wrote it
+        used."""
         if self.cache is None:
             return self.forward(inputs)
         keys, mask = self.cache.keys(inputs), LogitCache.mask(inputs)
         cached = self.cache.get(keys, mask)
-        if cached is not None:
-            return cached.to(inputs["input_ids"].device)
-        logits = self.forward(inputs)
-        self.cache.put(keys, logits, mask)
-        return logits
+        if cached is None:
+            self.cache.put(keys, self.forward(inputs), mask)
+            cached = self.cache.get(keys, mask)  # every row is in it now
+        return cached.to(inputs["input_ids"].device)  # type: ignore[union-attr]
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The teacher's forward on a batch, in the student's label order."""
@@ -194,9 +195,11 @@ class LogitCache:
         return out
 
     def put(self, keys: list[bytes], logits: torch.Tensor, mask: torch.Tensor) -> None:
+        """Keep the logits of the rows not cached yet (a row seen twice keeps its first)."""
         for i, (key, row) in enumerate(zip(keys, logits.detach().float().cpu(), strict=True)):
-            self.rows[key] = (row[mask[i]] if row.dim() == 2 else row).clone()
-        self.unsaved += len(keys)
+            if key not in self.rows:
+                self.rows[key] = (row[mask[i]] if row.dim() == 2 else row).clone()
+                self.unsaved += 1
 
     def save(self) -> None:
         """Write the rows (when any are new), atomically: a kill leaves the old file or the new one."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,6 +39,10 @@ class Batcher:
         self.forming: list[tuple[Rows, asyncio.Future[Rows]]] = []  # the batch being collected
         self.batches = 0  # batches run so far (the tests and /ready report it)
         self.shared = True  # whether the last batch held more than one request: only then does the next one wait
+        # Why each batch so far stopped collecting requests: "full" (max_batch_size rows, or the next request would
+        # not fit), "timeout" (timeout_ms passed with room left) or "no wait" (after a batch that held one request
+        # alone: what was queued, at once). What the tests observe instead of timings.
+        self.closed: Counter[str] = Counter()
 
     @property
     def waiting(self) -> int:
@@ -74,16 +79,19 @@ class Batcher:
         batch = self.forming = [first]
         size = len(batch[0][0])
         deadline = time.monotonic() + (self.timeout if self.shared else 0.0)
+        reason = "full"
         while size < self.max_batch_size:
             if self.queue.empty():
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    reason = "timeout" if self.shared else "no wait"
                     break
                 # Requests are only ever taken with get_nowait: a timeout here cannot lose one.
                 self.arrived.clear()
                 try:
                     await asyncio.wait_for(self.arrived.wait(), left)
                 except asyncio.TimeoutError:  # noqa: UP041 - not the builtin before Python 3.11
+                    reason = "timeout"
                     break
                 continue
             item = self.queue.get_nowait()
@@ -92,6 +100,7 @@ class Batcher:
                 break
             batch.append(item)
             size += len(item[0])
+        self.closed[reason] += 1
         self.shared = len(batch) > 1
         return batch
 

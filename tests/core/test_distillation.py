@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.distillation import assert_cache_holds_the_teachers_logits
 
 from conftest import cli_args, cli_error, column, make_tiny_bert, read_metrics
 from ftlit.cli import FtlitCLI
 from ftlit.commands.export import export
-from ftlit.core.distillation import Teacher, kd_loss
+from ftlit.core.distillation import LogitCache, Teacher, kd_loss
 from ftlit.errors import ConfigError
 from ftlit.tasks.text import SequenceClassifier, SequenceRegressor
 
@@ -68,8 +69,9 @@ def test_alpha_one_trains_exactly_as_without_a_teacher(tiny_bert, teacher, tmp_p
 
 
 def test_cached_teacher_logits_equal_fresh_ones(tiny_bert, teacher, tmp_path, monkeypatch):
-    """model.distill_cache: the first run writes the teacher's logits, a second one never runs the teacher and learns
-    the same weights, bit for bit, as a run that computes every logit afresh; a damaged cache file is recomputed."""
+    """model.distill_cache: the first run writes the teacher's logits of every training row; a second one never runs
+    the teacher and learns, bit for bit, what the first learnt, and what a run that computes every logit afresh
+    learns up to float32 rounding; a damaged cache file is recomputed."""
     forwards = []
     fresh_forward = Teacher.forward
     monkeypatch.setattr(Teacher, "forward", lambda self, inputs: forwards.append(1) or fresh_forward(self, inputs))
@@ -80,18 +82,54 @@ def test_cached_teacher_logits_equal_fresh_ones(tiny_bert, teacher, tmp_path, mo
     forwards.clear()
     cold = fit(tiny_bert, teacher["data"], tmp_path / "cold", *common)
     assert len(forwards) == 12  # the first epoch; the second reads the cache
-    [saved] = (cache / "teacher-logits").glob("*-rank0.pt")
     rows = {json.loads(line)["text"] for line in Path(teacher["data"]["train_file"]).read_text().splitlines()}
-    assert len(torch.load(saved, weights_only=True)["keys"]) == len(rows)  # every distinct training row
+    # Every distinct training row, with the logits the teacher gives it alone.
+    assert assert_cache_holds_the_teachers_logits(cold, cache / "teacher-logits") == len(rows)
+    [saved] = (cache / "teacher-logits").glob("*-rank0.pt")
     forwards.clear()
     warm = fit(tiny_bert, teacher["data"], tmp_path / "warm", *common)
     assert forwards == []
-    for run in (cold, warm):
-        assert all(torch.equal(fresh.model.state_dict()[k], v) for k, v in run.model.state_dict().items())
+    # A cached row keeps its first logits (a row seen twice too): the warm run reads the very values the cold one
+    # used, in both epochs, and learns the same weights bit for bit on any CPU.
+    assert all(torch.equal(cold.model.state_dict()[k], v) for k, v in warm.model.state_dict().items())
+    # The fresh run computes each logit again in its batch of the moment, padded to another length, which float32
+    # rounds otherwise on some CPUs (a few units in the last place). Such rounding (1e-6 relative noise on every
+    # teacher logit) moves these weights by up to 8e-7; cached logits of another row of the batch move them by 1.6e-4.
+    for k, v in cold.model.state_dict().items():
+        torch.testing.assert_close(v, fresh.model.state_dict()[k], rtol=0, atol=1e-5, msg=k)
     saved.write_bytes(b"not a cache")
     with pytest.warns(UserWarning, match="ignoring the teacher's logit cache"):
         fit(tiny_bert, teacher["data"], tmp_path / "damaged", *common)
     assert len(forwards) == 12 and len(torch.load(saved, weights_only=True)["keys"]) == len(rows)
+
+
+def test_a_cached_row_keeps_its_first_logits(tiny_bert, teacher, tmp_path):
+    """A batch padded to another length can round a row's logits otherwise (here each forward is shifted by its
+    count, to show it on any CPU): once a row is cached, every later batch, and run, gets its first logits."""
+    from ftlit import backbone
+
+    tokenizer = backbone.load_tokenizer(tiny_bert)
+    taught = Teacher.load(teacher["export"], ["neg", "pos"], tokenizer, 1, ["input_ids", "attention_mask"])
+    taught.cache = LogitCache(tmp_path, taught.fingerprint(), 0)
+    forward, calls = taught.forward, []
+
+    def rounded_otherwise(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        calls.append(1)
+        return forward(inputs) + 1e-3 * len(calls)
+
+    taught.forward = rounded_otherwise  # type: ignore[method-assign]
+
+    def batch(*texts: str) -> dict[str, torch.Tensor]:
+        encoded = tokenizer(list(texts), return_tensors="pt", padding=True)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    first = taught.logits(batch("good movie", "awful plot"))
+    again = taught.logits(batch("the acting was very boring", "good movie"))  # a miss: the teacher runs
+    assert len(calls) == 2 and torch.equal(again[1], first[0])  # not the second forward's logits of "good movie"
+    assert torch.equal(taught.logits(batch("awful plot", "good movie")), first.flip(0)) and len(calls) == 2
+    taught.cache.save()
+    read = LogitCache(tmp_path, taught.fingerprint(), 1).rows[LogitCache.keys(batch("good movie"))[0]]
+    assert torch.equal(read, first[0])
 
 
 def test_the_teacher_is_frozen_gets_no_gradient_and_stays_out_of_checkpoints(tiny_bert, teacher, tmp_path):
