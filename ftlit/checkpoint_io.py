@@ -49,7 +49,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file safely (``weights_only``), with a clear error for missing or foreign files."""
+    """Load a checkpoint file safely (``weights_only``), with a clear error for missing or foreign files; its packed
+    backbone is checked (:func:`saved_backbone`) before any command reads it."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("ckpt_path", f"checkpoint '{path}' does not exist")
@@ -59,14 +60,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError("ckpt_path", f"'{path}' is not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or "ftlit" not in ckpt:
         raise ConfigError("ckpt_path", f"'{path}' is not an ftlit checkpoint")
+    saved_backbone(ckpt, f"'{path}'")
     return ckpt
 
 
-def saved_backbone(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The backbone config, tokenizer and code packed in a checkpoint, checked to be data of the right shape."""
+def saved_backbone(ckpt: dict[str, Any], where: str = "the checkpoint") -> dict[str, Any]:
+    """The backbone config, tokenizer and code packed in a checkpoint, checked to be data of the right shape: the
+    one check every route that reads or unpacks them makes (:func:`ftlit.backbone.check_packed`)."""
     saved = ckpt["ftlit"]
-    if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)):
-        raise ConfigError("ckpt_path", "the checkpoint's packed backbone is damaged: no config")
-    backbone.packed_files(saved.get("tokenizer"), "tokenizer")
-    backbone.packed_files(saved.get("code", {}), "code")
+    if not isinstance(saved, dict):
+        raise ConfigError("ckpt_path", f"the packed backbone in {where} is damaged: no model config")
+    backbone.check_packed(saved.get("config"), saved.get("tokenizer"), saved.get("code"), where)
     return saved

@@ -178,6 +178,13 @@ def cli_args(
     return args + list(extra)
 
 
+def tokenized(cache: Path) -> list[Path]:
+    """The tokenization cache's entries under ``cache`` (a test's ``FTLIT_CACHE``): a run that refuses its data
+    before tokenizing leaves none. datasets' own Arrow copies of the raw files it read are kept in ``datasets/``
+    there (every cache under the user's cache setting), and are not entries."""
+    return [p for p in cache.iterdir() if p.name != "datasets"] if cache.is_dir() else []
+
+
 def cli_error(argv: list[str], capsys) -> str:
     """Run ``ftlit <argv>`` on bad input and return its error line.
 

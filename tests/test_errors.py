@@ -15,7 +15,7 @@ import torch
 from helpers.ner import toy_ner_rows, write_conll
 from helpers.runs import run_fit, run_ner_fit
 
-from conftest import cli_args, cli_error, toy_rows, write_jsonl
+from conftest import cli_args, cli_error, tokenized, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI, main
 
 
@@ -591,7 +591,7 @@ def test_predict_refuses_an_existing_output_file_before_any_work(tiny_bert, trai
     (root / "predictions.jsonl").write_text("keep me\n")
     args = cli_args(tiny_bert, trained["data"], root, f"--ckpt_path={trained['root'] / 'checkpoints' / 'last.ckpt'}")
     cli_error(["predict", *args], capsys)
-    assert not (tmp_path / "cache").exists(), "the data was tokenized before the existing file was refused"
+    assert not tokenized(tmp_path / "cache"), "the data was tokenized before the existing file was refused"
 
 
 def test_an_option_of_another_task_names_the_class_it_was_given_to(tiny_bert, toy_data, tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import copy
 import inspect
@@ -17,13 +16,14 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
-from lightning.pytorch.utilities import GradClipAlgorithmType, rank_zero_info
+from lightning.pytorch.utilities import GradClipAlgorithmType, rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, get_scheduler
 from typing_extensions import override
 
 from ftlit import backbone, upstream
+from ftlit import quiet as quiet_output
 from ftlit.checkpoint_io import read_checkpoint, saved_backbone
 from ftlit.classes import class_path, find_class
 from ftlit.core import distillation, strategies, warm_start
@@ -566,20 +566,23 @@ class FineTuneModule(pl.LightningModule, ABC):
     def _build_backbone(self) -> PreTrainedModel:
         saved, trusted = _SAVED_BACKBONE.get(), self.hparams.trust_remote_code
         if saved is not None:
-            self._tokenizer_files, self._code_files = saved["tokenizer"], saved.get("code", {})
-            if not trusted and (self._code_files or "auto_map" in saved["config"]):
+            self._tokenizer_files, self._code_files = saved["tokenizer"], saved.get("code") or {}
+            if not trusted and backbone.ships_code(saved["config"], self._tokenizer_files, self._code_files):
                 # Trust is the caller's, given now: the checkpoint's own trust_remote_code is never read.
                 raise ConfigError(
                     "trust_remote_code",
                     "the checkpoint's model ships its own Python code, which runs when it is rebuilt: pass "
                     "trust_remote_code=True (ftlit export --trust_remote_code) only if you trust its source",
                 )
+            where = saved.get("where", "the checkpoint")
             with tempfile.TemporaryDirectory() as tmp:
                 backbone.unpack(tmp, saved["config"], saved["tokenizer"], self._code_files)
-                config = AutoConfig.from_pretrained(tmp, trust_remote_code=trusted)
-                # Built inside the folder: a model class from the model's own code is read from there.
-                model = build_with_attention(self.auto_class.from_config, config, trust_remote_code=trusted)
-                tokenizer = backbone.load_tokenizer(tmp, "ckpt_path", trust_remote_code=trusted)
+                with backbone.reading_packed("model config", where):
+                    config = AutoConfig.from_pretrained(tmp, trust_remote_code=trusted)
+                    # Built inside the folder: a model class from the model's own code is read from there.
+                    model = build_with_attention(self.auto_class.from_config, config, trust_remote_code=trusted)
+                with backbone.reading_packed("tokenizer", where):
+                    tokenizer = backbone.load_tokenizer(tmp, "ckpt_path", trust_remote_code=trusted)
                 self.input_names = accepted_inputs(model, tokenizer.model_input_names)
                 return model
         source = backbone.resolve(self.hparams.backbone)
@@ -629,8 +632,9 @@ class FineTuneModule(pl.LightningModule, ABC):
         and transformers' loading info (missing and mismatched keys)."""
         trusted = self.hparams.trust_remote_code
         # A backbone fine-tuned before (a 2-label classifier as the start of a 3-label one) keeps its encoder and
-        # gets a new head: said in one line instead of transformers' size-mismatch traceback.
-        with backbone.quiet() if quiet else contextlib.nullcontext():
+        # gets a new head: said in one line instead of transformers' size-mismatch traceback. transformers' load
+        # report (a table of MISSING weights, which a newcomer reads as a fault) is said in ftlit's words below.
+        with backbone.quiet() if quiet else quiet_output.load_report_hidden():
             model, loading = build_with_attention(
                 self.auto_class.from_pretrained,
                 source,
@@ -640,13 +644,12 @@ class FineTuneModule(pl.LightningModule, ABC):
                 ignore_mismatched_sizes=True,
                 output_loading_info=True,
             )
-        mismatched = loading.get("mismatched_keys") or []
-        if mismatched and not quiet:
-            names = ", ".join(sorted(str(k[0] if isinstance(k, tuple) else k) for k in mismatched))
-            rank_zero_info(
-                f"ftlit: {field}'s {names} have another shape than this task needs (another label set): "
-                "new ones are trained"
-            )
+        if not quiet:
+            report = backbone.describe_load(model, loading, source, field)
+            for line in report.said:
+                rank_zero_info(line)
+            for line in report.problems:
+                rank_zero_warn(line)
         self._code_files = backbone.pack_code(model, model.config)
         self.input_names = accepted_inputs(model, list(self.input_names))
         return model, loading
@@ -705,8 +708,9 @@ class FineTuneModule(pl.LightningModule, ABC):
             return found.load_from_checkpoint(
                 checkpoint_path, map_location=map_location, trust_remote_code=trust_remote_code, **kwargs
             )
-        saved = saved_backbone(ckpt)
-        token = _SAVED_BACKBONE.set(saved)
+        where = f"'{checkpoint_path}'"
+        # Where it came from rides along, for errors that name the checkpoint.
+        token = _SAVED_BACKBONE.set({**saved_backbone(ckpt, where), "where": where})
         try:
             with upstream.own_hyperparameters():
                 return super().load_from_checkpoint(

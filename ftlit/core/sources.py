@@ -46,14 +46,15 @@ def file_fingerprint(path: str) -> dict:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def load_file(path: str, field: str) -> datasets.Dataset:
-    """One local file as a ``datasets.Dataset``."""
+def load_file(path: str, field: str, cache_dir: str | None = None) -> datasets.Dataset:
+    """One local file as a ``datasets.Dataset``, its Arrow copy written under ``cache_dir`` (the run's cache:
+    without it, datasets writes to its own, ``~/.cache/huggingface/datasets``, whatever the user's cache setting)."""
     p = check_file(path, field)
     builder, kwargs = FORMATS[p.suffix.lower()]
     if builder == "csv" and _header_only(p):
         raise ConfigError(field, f"file '{path}' has no rows below its header: give a file with data rows")
     try:
-        ds = datasets.load_dataset(builder, data_files={"data": str(p)}, split="data", **kwargs)
+        ds = datasets.load_dataset(builder, data_files={"data": str(p)}, split="data", cache_dir=cache_dir, **kwargs)
     except Exception as err:  # datasets raises many types for malformed files
         raise ConfigError(field, f"could not read '{path}' as {builder}: {_reason(err)}") from None
     if len(ds) == 0:
@@ -74,13 +75,16 @@ def _header_only(path: Path) -> bool:
         return len(list(islice((line for line in f if line.strip()), 2))) <= 1
 
 
-def load_hub(name: str, config: str | None, splits: dict[str, str] | None) -> dict[str, datasets.Dataset]:
-    """The requested splits of a Hub dataset, ``{ftlit split: dataset}``.
+def load_hub(
+    name: str, config: str | None, splits: dict[str, str] | None, cache_dir: str | None = None
+) -> dict[str, datasets.Dataset]:
+    """The requested splits of a Hub dataset, ``{ftlit split: dataset}``, downloaded and cached under ``cache_dir``
+    (as :func:`load_file`).
 
     Without ``splits``, the dataset's own ``train``/``validation``/``test`` splits are used where present.
     """
     try:
-        available = datasets.load_dataset(name, config)
+        available = datasets.load_dataset(name, config, cache_dir=cache_dir)
     except Exception as err:
         raise ConfigError(
             "data.dataset", f"could not load '{name}' ({_reason(err)}): check the name or use local files"

@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import cli_args, cli_error, toy_rows, write_jsonl
+from conftest import cli_args, cli_error, tokenized, toy_rows, write_jsonl
 from ftlit.core import datamodule as data_base
 from ftlit.errors import ConfigError
 from ftlit.tasks.ner import TokenClassificationDataModule
@@ -123,7 +123,7 @@ def fit_error(tiny_bert, data, tmp_path, capsys, *extra) -> str:
     """`ftlit fit` on bad input: one error line, exit 2, nothing tokenized or trained."""
     root = tmp_path / "run"
     err = cli_error(["fit", *cli_args(tiny_bert, data, root, *extra)], capsys)
-    assert not (tmp_path / "cache").exists(), "the data was tokenized despite bad input"
+    assert not tokenized(tmp_path / "cache"), "the data was tokenized despite bad input"
     return err.removeprefix("ftlit: error: ")
 
 
@@ -409,7 +409,7 @@ def test_max_length_above_the_backbone_positions(tiny_bert, toy_data, tmp_path, 
     assert str(err.value) == (
         f"data.max_length: {usable + 1} is more than the backbone's {usable} positions ({why}): lower it to {usable}"
     )
-    assert not (tmp_path / "cache").exists()
+    assert not tokenized(tmp_path / "cache")
     # Padding to a multiple of 24 takes rows of 60 tokens to 72: past the positions too.
     padded = ClassificationDataModule(tokenizer=model, max_length=usable - 4, pad_to_multiple_of=24, **toy_data)
     with pytest.raises(ConfigError) as err:

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from tempfile import TemporaryFile
 
-from conftest import cli_args, cli_error, read_metrics
+from conftest import cli_args, cli_error, read_metrics, tokenized
 from helpers.ner import fit_args
 
 # The tests folder: where faults.py lives (a run loads its callbacks as faults.<Name>).
@@ -100,7 +100,7 @@ def last_metrics(root: Path, key: str) -> float:
 
 def assert_no_work(tmp_path: Path, root: Path) -> None:
     """Nothing was tokenized (the per-test cache folder is absent) and no training started."""
-    assert not (tmp_path / "cache").exists(), "the data was tokenized despite bad input"
+    assert not tokenized(tmp_path / "cache"), "the data was tokenized despite bad input"
     assert not (root / "checkpoints").exists(), "training started despite bad input"
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import cli_args, cli_error, read_metrics, toy_rows, write_jsonl
+from conftest import cli_args, cli_error, read_metrics, tokenized, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.core.adversarial import DomainHead, reversal_scale
 from ftlit.tasks.text import ClassificationDataModule
@@ -119,4 +119,4 @@ def test_domain_weight_without_domains_is_one_line_before_any_work(tiny_bert, to
     assert line == (
         "ftlit: error: model.domain_weight: domain-adversarial training needs data.domain_column and data.target_domain"
     )
-    assert not (tmp_path / "cache").exists()  # nothing tokenized
+    assert not tokenized(tmp_path / "cache")  # nothing tokenized
