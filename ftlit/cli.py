@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from typing_extensions import override
 
-from ftlit import checks, run_folder
+from ftlit import checks, quiet, run_folder
 from ftlit.checkpoint_io import read_checkpoint
 from ftlit.classes import class_path, find_class
 from ftlit.core.callbacks.predictions import PredictionWriter, check_output, output_path
@@ -99,7 +99,8 @@ class FtlitCLI(LightningCLI):
             config.ckpt_path = last
         if config.ckpt_path in ("hpc", "registry"):
             return
-        saved = read_checkpoint(config.ckpt_path).get("hyper_parameters", {}).get("_class_path")
+        ckpt = read_checkpoint(config.ckpt_path)
+        saved = ckpt.get("hyper_parameters", {}).get("_class_path")
         # Compared as classes: an old class path (ftlit.models.SequenceClassifier) names the same class as the new.
         if saved and find_class(saved, imported_only=True) is not find_class(config.model.class_path):
             raise ConfigError(
@@ -107,6 +108,12 @@ class FtlitCLI(LightningCLI):
                 f"'{config.ckpt_path}' holds a {saved}, but model.class_path is {config.model.class_path}: "
                 "use the config the checkpoint was trained with",
             )
+        # Data settings the config leaves to the checkpoint (NER's data.words: auto), set before the data is read.
+        data_class = find_class(config.data.class_path)
+        if isinstance(data_class, type) and issubclass(data_class, TaskDataModule):
+            given, recorded = config.data.init_args, ckpt.get("datamodule_hyper_parameters") or {}
+            for key, value in data_class.checkpoint_settings(given, recorded).items():
+                given[key] = value
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
@@ -296,6 +303,7 @@ COMMANDS = {
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ftlit`` and ``python -m ftlit``; bad input exits with one line naming the field."""
     argv = sys.argv[1:] if args is None else args
+    quiet.install()  # upstream lines that need no action (deprecations inside libraries, Lightning's tips)
     if argv[:1] and argv[0] in COMMANDS:
         importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
         return

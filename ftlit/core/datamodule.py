@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,15 @@ class TaskDataModule(pl.LightningDataModule, ABC):
         data.from_requests = True
         return data
 
+    @classmethod
+    def checkpoint_settings(cls, given: Mapping[str, Any], saved: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings that reading data for a checkpoint's model (test, predict, serve, a resumed fit) takes from
+        the checkpoint where ``given`` (the config's, or an export's recorded settings) leaves them to it, e.g. NER's
+        ``data.words: auto``. ``saved`` is the checkpoint's data hyperparameters; a key missing there was not
+        recorded by the ftlit that wrote it. None by default.
+        """
+        return {}
+
     @abstractmethod
     def check_split(self, split: str, ds: datasets.Dataset) -> None:
         """Raise a ConfigError if ``ds`` lacks what the task needs (columns, known labels)."""
@@ -337,7 +347,7 @@ class TaskDataModule(pl.LightningDataModule, ABC):
             path: The file.
             field: Config field named in errors (e.g. ``data.train_file``).
         """
-        return sources.load_file(path, field)
+        return sources.load_file(path, field, self.datasets_cache)
 
     @property
     def label_names(self) -> list[str] | None:
@@ -413,7 +423,7 @@ class TaskDataModule(pl.LightningDataModule, ABC):
     def raw(self) -> dict[str, datasets.Dataset]:
         """The untokenized splits, with validation carved from train when none was given (not yet checked)."""
         if self.dataset is not None:
-            splits = sources.load_hub(self.dataset, self.dataset_config, self.hub_splits)
+            splits = sources.load_hub(self.dataset, self.dataset_config, self.hub_splits, self.datasets_cache)
             # Predicting local inputs with a model trained on a Hub dataset: the predict file is read beside it.
             if self.files["predict"] is not None and "predict" not in splits:
                 splits["predict"] = self.load_file(self.files["predict"], "data.predict_file")
@@ -483,6 +493,12 @@ class TaskDataModule(pl.LightningDataModule, ABC):
         spec = json.loads(self.tokenizer.backend_tokenizer.to_str())
         spec.pop("truncation", None), spec.pop("padding", None)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def datasets_cache(self) -> str:
+        """Where datasets keeps the Arrow copies of the raw files it reads (and a Hub dataset's download): inside
+        :attr:`cache_dir`, as every cache a run writes."""
+        return str(self.cache_dir / "datasets")
 
     @property
     def cache_path(self) -> Path:

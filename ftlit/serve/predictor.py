@@ -25,7 +25,6 @@ from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError
 from ftlit.serve import spec as specs
 from ftlit.tasks.ner import TokenClassificationDataModule
-from ftlit.tasks.ner.data import word_spans
 from ftlit.tasks.qa import QuestionAnsweringDataModule
 from ftlit.tasks.text import SequenceRegressor, TextDataModule
 
@@ -165,19 +164,15 @@ class Predictor:
         self.datamodule.check_split("predict", as_dataset(rows))
 
     def truncated(self, rows: list[dict[str, Any]]) -> list[int]:
-        """The rows longer than ``max_length`` tokens, which are cut as in training. Question answering reads a long
-        context in overlapping windows and cuts nothing."""
+        """The rows longer than ``max_length`` tokens, which are cut as in training. Question answering and NER read
+        a long text in overlapping windows and cut nothing, as do text tasks with ``data.long_text=windows``."""
         dm = self.datamodule
-        if isinstance(dm, QuestionAnsweringDataModule):
+        if isinstance(dm, QuestionAnsweringDataModule | TokenClassificationDataModule):
             return []
-        kwargs: dict[str, Any] = {}
-        if isinstance(dm, TokenClassificationDataModule):
-            texts = [r[dm.text_column] for r in rows]
-            columns: list[Any] = [[[t[a:b] for a, b in word_spans(t)] for t in texts]]
-            kwargs["is_split_into_words"] = True
-        else:
-            columns = [[r[c] for r in rows] for c in dm.text_columns]
-        encoded = dm.tokenizer(*columns, truncation=True, max_length=dm.max_length, **kwargs)
+        if isinstance(dm, TextDataModule) and dm.long_text == "windows":
+            return []
+        columns = [[r[c] for r in rows] for c in dm.text_columns]
+        encoded = dm.tokenizer(*columns, truncation=True, max_length=dm.max_length)
         return [i for i, e in enumerate(encoded.encodings) if e.overflowing]
 
     @torch.inference_mode()
@@ -187,7 +182,10 @@ class Predictor:
         encoded = self.datamodule.encode("predict", as_dataset(rows))
         features = [encoded[i] for i in range(len(encoded))]
         out: list[dict[str, Any]] = [{}] * len(features)
-        for chunk in self._chunks([len(f["input_ids"]) for f in features], batch_size):
+        inputs = [f["input_ids"] for f in features]
+        # A row that holds its windows (NER, QA) is as long as their tokens.
+        lengths = [sum(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids) for ids in inputs]
+        for chunk in self._chunks(lengths, batch_size):
             predicted = self.module.predict_step(self.datamodule.collate([features[i] for i in chunk]), 0)
             for i, row in zip(chunk, predicted, strict=True):
                 out[i] = row

@@ -33,7 +33,10 @@ class Entity(BaseModel):
 
 class Recognized(BaseModel):
     entities: list[Entity]
-    tags: list[str | None] = Field(description="One tag per whitespace-separated word (null past max_length).")
+    tags: list[str] = Field(
+        description="One tag per word of the text, as the model's word splitter splits it (data.words: bert, "
+        "whitespace or characters); a long text is read in overlapping windows, so every word has one."
+    )
 
 
 class Answered(BaseModel):

@@ -1,9 +1,10 @@
 """What predicting with a fine-tuned model needs besides its weights: the task, how an input row is read and
 tokenized (the data module's reading settings, ``max_length`` included) and the task's prediction settings.
 
-A checkpoint holds all of it (the model's and the data module's hyperparameters); ``ftlit export`` writes it beside
-the weights as ``ftlit.json``, so an exported folder predicts as ``ftlit predict`` on its checkpoint does. A folder
-without one (another tool's, or an older export) is read by its ``config.json`` with the data defaults.
+A checkpoint holds all of it (the model's and the data module's hyperparameters, NER's word splitter among them);
+``ftlit export`` writes it beside the weights as ``ftlit.json``, so an exported folder predicts (and splits text into
+words) as ``ftlit predict`` on its checkpoint does. A folder without one (another tool's, or an older export) is read
+by its ``config.json`` with the data defaults.
 """
 
 from __future__ import annotations
@@ -46,14 +47,25 @@ def task_class(name: str, field: str) -> type[FineTuneModule]:
     return cls
 
 
+def recorded(data_class: str, settings: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with what the data module takes from a checkpoint's ``saved`` data hyperparameters where they
+    leave it to it, or what an older ftlit did where it recorded nothing (NER's word splitter):
+    ``TaskDataModule.checkpoint_settings``."""
+    cls = find_class(data_class, imported_only=True)
+    if isinstance(cls, type) and issubclass(cls, TaskDataModule):
+        return {**settings, **cls.checkpoint_settings(settings, saved)}
+    return settings
+
+
 def from_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The serving spec of a loaded ftlit checkpoint."""
     hparams = ckpt.get("hyper_parameters", {})
     cls = task_class(hparams.get("_class_path") or class_path(SequenceClassifier), "model")
     data = ckpt.get("datamodule_hyper_parameters") or {}
+    data_class = data.get("_class_path") or class_path(cls.data_class)
     return {
         "task": class_path(cls),
-        "data": {"class_path": data.get("_class_path") or class_path(cls.data_class), "init_args": data_settings(data)},
+        "data": {"class_path": data_class, "init_args": recorded(data_class, data_settings(data), data)},
         "predict": {k: hparams[k] for k in cls.predict_settings if k in hparams},
     }
 
@@ -86,6 +98,8 @@ def read(folder: Path, config: PretrainedConfig) -> dict[str, Any]:
         assert isinstance(spec["data"]["class_path"], str) and isinstance(spec["predict"], dict)
     except (ValueError, KeyError, TypeError, AssertionError):
         raise ConfigError("model", f"'{path}' is damaged: export the checkpoint again") from None
+    settings = spec["data"]["init_args"]
+    spec["data"]["init_args"] = recorded(spec["data"]["class_path"], settings, settings)
     return spec
 
 

@@ -2,7 +2,9 @@
 
 Training and metrics follow Hugging Face's ``run_ner.py``: cross-entropy over the labelled sub-tokens (the first of
 each word unless ``data.label_all_subtokens``), and entity-level precision, recall and F1 as ``seqeval`` computes
-them (:class:`~ftlit.tasks.ner.metric.SpanF1`).
+them (:class:`~ftlit.tasks.ner.metric.SpanF1`). Evaluation and predict batches hold every window of their sentences
+(``ftlit.tasks.ner.data``): each word is read once, and scored and decoded per sentence, so entities that cross a
+window edge stay whole.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from ftlit.core.datamodule import META
 from ftlit.core.module import FineTuneModule
 from ftlit.core.results import score_table
 from ftlit.errors import ConfigError
-from ftlit.tasks.ner.data import TEXT, WORD_IDS, WORD_SPANS, TokenClassificationDataModule
+from ftlit.tasks.ner.data import (
+    TEXT,
+    WINDOW_ROW,
+    WORD_IDS,
+    WORD_SPANS,
+    TokenClassificationDataModule,
+    checkpoint_words,
+    words_mismatch,
+)
 from ftlit.tasks.ner.metric import IGNORE_INDEX, EntityConfusion, SpanF1, extract_entities
 
 # SpanF1's micro scores; per entity type they are suffixed, e.g. ``f1_PER``.
@@ -64,6 +74,36 @@ class TokenClassifier(FineTuneModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing", f"must be in [0, 1), got {label_smoothing}")
         super().__init__(*args, **kwargs)
+        # The word splitter of the data this model was trained on, once it is loaded from a checkpoint (see
+        # on_load_checkpoint): what explain and the report split raw text with.
+        self.words: str | None = None
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.words = checkpoint_words(checkpoint.get("datamodule_hyper_parameters") or {})
+        # The CLI refuses a mismatch before any work (checkpoint_settings); this catches one from Python.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if isinstance(datamodule, TokenClassificationDataModule):
+            error = words_mismatch(self.words, datamodule.words)
+            if error is not None:
+                raise error
+
+    @override
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The backbone's logits; the windows of an evaluation or predict batch (possibly many more than its rows)
+        run at most as many at a time as the batch has rows, as QA's do."""
+        meta = batch.get(META)
+        if not meta or WINDOW_ROW not in meta:
+            return super().forward(batch)
+        step = max(meta[WINDOW_ROW][-1] + 1, 1)
+        inputs = self.model_inputs(batch)
+        windows = batch["input_ids"].shape[0]
+        if windows <= step:
+            return self.model(**inputs).logits
+        return torch.cat(
+            [self.model(**{k: v[a : a + step] for k, v in inputs.items()}).logits for a in range(0, windows, step)]
+        )
 
     def configure_backbone(self, config: PretrainedConfig) -> PretrainedConfig:
         return self.configure_labels(super().configure_backbone(config))
@@ -106,7 +146,12 @@ class TokenClassifier(FineTuneModule):
         return (batch["labels"] != IGNORE_INDEX).sum()
 
     def update_metrics(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], metrics: MetricCollection) -> None:
-        metrics.update(logits.argmax(-1), batch["labels"])
+        preds, labels = logits.argmax(-1), batch["labels"]
+        meta = batch.get(META)
+        if meta and WINDOW_ROW in meta:
+            # One sequence per sentence, its words in order, whichever window each was read in.
+            preds, labels = (by_sentence(t, meta[WORD_IDS], meta[WINDOW_ROW]) for t in (preds, labels))
+        metrics.update(preds, labels)
 
     @override
     def build_test_details(self) -> dict[str, Metric]:
@@ -135,35 +180,48 @@ class TokenClassifier(FineTuneModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Entities of each input row, with their text, type, character offsets and score.
 
-        A word's tag is the prediction at its first sub-token; entities are read from the word tags as seqeval
-        reads them. ``score`` is the mean probability of the predicted tag over the entity's words. ``tags`` holds
-        one tag per whitespace-separated word (``None`` for words cut off by ``data.max_length``).
+        A word's tag is the prediction at its first sub-token, in the window where that token is furthest from a cut
+        (long texts are read in overlapping windows); entities are read from the word tags as seqeval reads them.
+        ``score`` is the mean probability of the predicted tag over the entity's words. ``tags`` holds one tag per
+        word, as ``data.words`` split the text (``O`` for a word that made no token at all).
         """
         probs = self(batch).float().softmax(-1)
-        score, ids = (t.tolist() for t in probs.max(-1))
-        # Predict batches carry each token's word and each word's characters, for entity offsets.
         meta = batch[META]
+        reads = meta[WORD_IDS]
+        window, token = (reads >= 0).nonzero(as_tuple=True)
+        score, ids = (t[window, token].tolist() for t in probs.max(-1))
+        spans = [[(a, b) for a, b in row if a >= 0] for row in meta[WORD_SPANS].tolist()]
+        word_tags = [["O"] * len(s) for s in spans]
+        conf = [[0.0] * len(s) for s in spans]
+        owner = meta[WINDOW_ROW]
+        for w, word, tag, p in zip(window.tolist(), reads[window, token].tolist(), ids, score, strict=True):
+            word_tags[owner[w]][word], conf[owner[w]][word] = self.label_names[tag], p
         rows = []
-        for i, (text, token_words) in enumerate(zip(meta[TEXT], meta[WORD_IDS].tolist(), strict=True)):
-            spans = [(a, b) for a, b in meta[WORD_SPANS][i].tolist() if a >= 0]
-            # A word that made no token at all is "O"; words past max_length have no prediction.
-            seen = max(token_words, default=-1) + 1
-            word_tags, conf, tagged = ["O"] * seen, [0.0] * seen, set()
-            for t, word in enumerate(token_words):
-                if word >= 0 and word not in tagged:
-                    tagged.add(word)
-                    word_tags[word], conf[word] = self.label_names[ids[i][t]], score[i][t]
+        for text, tags, confidence, row_spans in zip(meta[TEXT], word_tags, conf, spans, strict=True):
             entities = []
-            for type_, first, last in extract_entities(word_tags):
-                start, end = spans[first][0], spans[last][1]
+            for type_, first, last in extract_entities(tags):
+                start, end = row_spans[first][0], row_spans[last][1]
                 entities.append(
                     {
                         "text": text[start:end],
                         "type": type_,
                         "start": start,
                         "end": end,
-                        "score": sum(conf[first : last + 1]) / (last + 1 - first),
+                        "score": sum(confidence[first : last + 1]) / (last + 1 - first),
                     }
                 )
-            rows.append({"entities": entities, "tags": word_tags + [None] * (len(spans) - seen)})
+            rows.append({"entities": entities, "tags": tags})
         return rows
+
+
+def by_sentence(values: torch.Tensor, reads: torch.Tensor, owner: list[int]) -> torch.Tensor:
+    """Per-window token values (predicted or gold tag ids, ``[windows, tokens]``) as one row per sentence holding the
+    value where each word is read, in word order (``[sentences, words]``); -100 where a word made no token and in
+    padding, so the metrics drop it."""
+    window, token = (reads >= 0).nonzero(as_tuple=True)
+    words = reads[window, token]
+    rows = torch.tensor(owner, device=reads.device)[window]
+    width = int(words.max()) + 1 if words.numel() else 1
+    out = torch.full((owner[-1] + 1, width), IGNORE_INDEX, dtype=values.dtype, device=values.device)
+    out[rows, words] = values[window, token]
+    return out

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from ftlit.core.datamodule import META, TaskDataModule
+from ftlit.core.windows import flatten_windows, group_windows
 from ftlit.errors import ConfigError
 
 # Columns of the encoded splits that are not backbone inputs: the answer positions (targets, batch keys of their own)
@@ -407,11 +408,8 @@ class QuestionAnsweringDataModule(TaskDataModule):
                 context_offsets(enc["offset_mapping"][w], enc.sequence_ids(w), context_id) for w in range(len(owner))
             ]
             if predict:  # one row per example, holding all its windows
-                out: dict[str, list] = {k: [[] for _ in contexts] for k in (*inputs, OFFSETS)}
-                for w, i in enumerate(owner):
-                    for k in inputs:
-                        out[k][i].append(enc[k][w])
-                    out[OFFSETS][i].append(offsets[w])
+                per_window = {**{k: enc[k] for k in inputs}, OFFSETS: offsets}
+                out: dict[str, list] = group_windows(per_window, owner, len(contexts))
                 out[CONTEXT] = contexts
                 out[ID] = batch[id_column] if has_ids else [str(i) for i in indices]
                 out[ID] = [str(x) for x in out[ID]]
@@ -511,12 +509,8 @@ class QuestionAnsweringDataModule(TaskDataModule):
         """
         inputs = list(self.tokenizer.model_input_names)
         if ID in features[0]:
-            windows = [
-                {k: f[k][w] for k in (*inputs, OFFSETS)} | {WINDOW_EXAMPLE: i}
-                for i, f in enumerate(features)
-                for w in range(len(f["input_ids"]))
-            ]
-            batch = self._pad(windows, inputs)
+            windows, owner = flatten_windows(features, (*inputs, OFFSETS))
+            batch = self._pad([w | {WINDOW_EXAMPLE: i} for w, i in zip(windows, owner, strict=True)], inputs)
             batch[META] |= {CONTEXT: [f[CONTEXT] for f in features], ID: [f[ID] for f in features]}
             return batch
         return self._pad(features, inputs)

@@ -38,6 +38,7 @@ from ftlit.tasks.text.evaluation import (
     describe_classification,
     mistakes,
 )
+from ftlit.tasks.text.long_text import PooledWindows
 
 # The label of a training row without one (a target-domain row): cross-entropy's default ignore_index.
 IGNORE_INDEX = -100
@@ -75,6 +76,12 @@ class ClassificationDataModule(TextDataModule):
             self.check_target_columns("domain_column", [domain_column])
             if domain_column == label_column:
                 raise ConfigError("data.domain_column", f"'{domain_column}' is also data.label_column: name another")
+            if self.train_windows:
+                raise ConfigError(
+                    "data.train_windows",
+                    "domain-adversarial training reads one window per training row: drop train_windows (evaluation "
+                    "still pools windows) or domain_column",
+                )
         self.label_column = label_column
         self.given_labels = labels
         self.domain_column = domain_column
@@ -183,7 +190,7 @@ class ClassificationDataModule(TextDataModule):
         return lambda batch: [IGNORE_INDEX if v is None else label2id[to_name(v)] for v in batch[column]]
 
 
-class SequenceClassifier(FineTuneModule):
+class SequenceClassifier(PooledWindows, FineTuneModule):
     """Single-label classification of a text or text pair (SST-2, MRPC, MNLI, sentiment, topics)."""
 
     auto_class = AutoModelForSequenceClassification
@@ -284,6 +291,7 @@ class SequenceClassifier(FineTuneModule):
 
     @override
     def check_data(self, datamodule: Any) -> None:
+        super().check_data(datamodule)
         if self.domain_head is not None and getattr(datamodule, "domain_column", None) is None:
             raise ConfigError(
                 "model.domain_weight", "domain-adversarial training needs data.domain_column and data.target_domain"

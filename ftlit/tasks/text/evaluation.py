@@ -245,6 +245,8 @@ class Mistakes(Metric):
 def mistakes(labels: list[str], values: dict[str, Tensor], texts: Any) -> list[dict[str, Any]]:
     """The mistakes as rows ``{"row", "text", "text_pair", "gold", "predicted", "confidence"}``; ``texts(row)``
     gives an input's text and its pair's second text (or None)."""
+    # torchmetrics squeezes a computed tensor of one element to a scalar: a test with one mistake gives 0-d values.
+    values = {name: value.reshape(-1) for name, value in values.items()}
     return [
         {
             "row": row,

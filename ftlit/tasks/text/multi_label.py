@@ -31,6 +31,7 @@ from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError
 from ftlit.tasks.text.data import TargetEncoder, TextDataModule
 from ftlit.tasks.text.evaluation import describe_multi_label, multi_label_details
+from ftlit.tasks.text.long_text import PooledWindows
 
 
 def _label_lists(feature: Any, separator: str) -> Callable[[Any], list[str] | None]:
@@ -155,7 +156,7 @@ class MultiLabelDataModule(TextDataModule):
         return encode
 
 
-class MultiLabelClassifier(FineTuneModule):
+class MultiLabelClassifier(PooledWindows, FineTuneModule):
     """Any number of labels per text or text pair (topics, emotions, toxicity types): a sigmoid per label."""
 
     auto_class = AutoModelForSequenceClassification

@@ -17,6 +17,7 @@ from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError
 from ftlit.tasks.text.data import TargetEncoder, TextDataModule
 from ftlit.tasks.text.evaluation import Pairs, describe_regression
+from ftlit.tasks.text.long_text import PooledWindows
 
 
 def _to_float(value: Any) -> float | None:
@@ -62,7 +63,7 @@ class RegressionDataModule(TextDataModule):
         return lambda batch: [_to_float(v) for v in batch[column]]
 
 
-class SequenceRegressor(FineTuneModule):
+class SequenceRegressor(PooledWindows, FineTuneModule):
     """One real-valued score per text or text pair, trained with mean squared error (GLUE's STS-B)."""
 
     auto_class = AutoModelForSequenceClassification

@@ -83,7 +83,7 @@ def test_hub_dataset_with_classlabel_tags_keeps_the_classlabel_order(tiny_bert, 
         (folder / split).mkdir(parents=True)
         ds.to_parquet(str(folder / split / "data.parquet"))
     dm = TokenClassificationDataModule(tokenizer=tiny_bert, dataset=str(folder), tags_column="ner_tags")
-    assert encoded(dm, "validation")[0]["labels"] == [-100, 1, 0, -100]
+    assert encoded(dm, "validation")[0]["labels"] == [[-100, 1, 0, -100]]  # a sentence holds its windows: one here
     assert dm.label_names == names
     # Raw text to tag beside the Hub dataset, as `ftlit predict --config configs/ner.yaml` needs.
     predict = write_jsonl(tmp_path / "p.jsonl", [{"text": "good movie"}])
@@ -135,7 +135,7 @@ def test_truncation_warns_once_with_the_count(tiny_bert, tmp_path):
     messages = [str(w.message) for w in caught if "truncated" in str(w.message)]
     assert messages == [
         "3 of 10 sentences in the train split are longer than data.max_length=12 tokens and were truncated: "
-        "their last words get no tag and are not scored"
+        "their last words are not trained on (data.train_windows: true trains on them in windows)"
     ]
     assert max(len(ids) for ids in train["input_ids"]) == 12
 
@@ -192,7 +192,8 @@ def test_tags_that_are_not_iob_tags(tiny_bert, tmp_path, capsys):
     train = str(write_jsonl(tmp_path / "t.jsonl", rows))
     err = fit_error(tiny_bert, tmp_path, capsys, {"train_file": train})
     assert err == (
-        "ftlit: error: data.tags_column: tag 'POSITIVE' is not an IOB tag: use O, B-TYPE, I-TYPE (or E-TYPE, S-TYPE)"
+        "ftlit: error: data.tags_column: tag 'POSITIVE' at word 0 of row 0 of the train split fits no tag scheme: "
+        "use O and B-/I- (IOB2), B-/I-/E-/S- (BIOES, IOBES) or B-/M-/E-/S- (BMES), each with the entity type (B-PER)"
     )
 
 
@@ -215,23 +216,29 @@ def test_predict_step_maps_entities_back_to_characters(tiny_bert, tmp_path):
     labels = ["O", "B-POS", "I-POS", "B-NEG"]
     text = "  the goods\tgreat  badly movie"
     path = write_jsonl(tmp_path / "p.jsonl", [{"text": text}, {"text": "badly " * 20}])
-    # max_length 10: the second row keeps 4 of its 20 words (bad ##ly four times, then [SEP]).
+    # max_length 10: the second row (40 tokens: bad ##ly 20 times) is read in windows of 8 sharing 2 tokens.
     dm = make(
-        tiny_bert, train_file=str(SAMPLE), labels=[*labels, "B-ORG", "I-ORG"], predict_file=str(path), max_length=10
+        tiny_bert,
+        train_file=str(SAMPLE),
+        labels=[*labels, "B-ORG", "I-ORG"],
+        predict_file=str(path),
+        max_length=10,
+        stride=2,
     )
     batch = dm.collate([encoded(dm, "predict")[i] for i in range(2)])
+    assert batch[META]["window_row"] == [0] + [1] * 7  # windows start at tokens 0, 6, 12, ..., 36 of row 1
     model = TokenClassifier(backbone=tiny_bert, label_names=[*labels, "B-ORG", "I-ORG"])
-    # Word tags for row 0: the O, goods B-POS, great I-POS, badly B-NEG, movie O; continuation sub-tokens (##s,
-    # ##ly) get a different tag, which must be ignored. Row 1: every word B-NEG.
+    # Word tags for row 0: the O, goods B-POS, great I-POS, badly B-NEG, movie O; row 1: every word B-NEG. Every other
+    # token (continuation sub-tokens ##s, ##ly, and a word's first sub-token in the window where it is not read) gets
+    # another tag, which must be ignored.
     word_tag = {0: [0, 1, 2, 3, 0], 1: [3] * 20}
     logits = torch.zeros(*batch["input_ids"].shape, 6)
-    for i, words in enumerate(batch[META]["word_ids"].tolist()):
-        previous = -1
-        for t, word in enumerate(words):
+    for w, (row, reads) in enumerate(zip(batch[META]["window_row"], batch[META]["word_ids"].tolist(), strict=True)):
+        for t, word in enumerate(reads):
             if word >= 0:
-                tag = word_tag[i][word] if word != previous else 5
-                logits[i, t, tag] = 2.0 + word  # a different confidence per word
-            previous = word
+                logits[w, t, word_tag[row][word]] = 2.0 + word  # a different confidence per word
+            elif batch["attention_mask"][w, t]:
+                logits[w, t, 5] = 9.0
     model.forward = lambda batch: logits  # type: ignore[method-assign]
     rows = model.predict_step(batch, 0)
 
@@ -250,9 +257,10 @@ def test_predict_step_maps_entities_back_to_characters(tiny_bert, tmp_path):
     assert neg == {"text": "badly", "type": "NEG", "start": 19, "end": 24, "score": pytest.approx(p(3))}
     assert text[pos["start"] : pos["end"]] == pos["text"]
     assert rows[0]["tags"] == ["O", "B-POS", "I-POS", "B-NEG", "O"]
-    # Truncated: four words seen, four entities; the other 16 words have no tag.
-    assert [e["start"] for e in rows[1]["entities"]] == [0, 6, 12, 18]
-    assert rows[1]["tags"] == ["B-NEG"] * 4 + [None] * 16
+    # Longer than a window: every word is read once, none is left without a tag.
+    assert [e["start"] for e in rows[1]["entities"]] == [6 * i for i in range(20)]
+    assert [e["score"] for e in rows[1]["entities"]] == pytest.approx([p(i) for i in range(20)])
+    assert rows[1]["tags"] == ["B-NEG"] * 20
 
 
 # --- fit, test, predict through the CLI ---------------------------------------------------------------------------

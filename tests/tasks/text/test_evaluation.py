@@ -21,7 +21,7 @@ from torchmetrics.classification import (
 from conftest import cli_args, read_metrics
 from ftlit.cli import main
 from ftlit.core.results import thin
-from ftlit.tasks.text.evaluation import classification_details, describe_classification
+from ftlit.tasks.text.evaluation import Mistakes, classification_details, describe_classification, mistakes
 
 LABELS = ["a", "b", "c"]
 
@@ -62,6 +62,23 @@ def test_details_equal_torchmetrics(scored):
     assert sum(details["calibration"]["count"]) == 200
     matrix = torch.tensor(details["confusion_matrix"])
     assert matrix.sum() == 200 and matrix.diag().sum() == (probs.argmax(-1) == target).sum()
+
+
+def test_a_test_with_one_mistake_records_it():
+    # torchmetrics squeezes a computed tensor of one element to a scalar; the mistakes are still a list.
+    metric = Mistakes()
+    metric.update(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0]), rows=torch.tensor([3, 7]))
+    found = mistakes(["neg", "pos"], metric.compute(), lambda row: (f"text {row}", None))
+    assert found == [
+        {
+            "row": 7,
+            "text": "text 7",
+            "text_pair": None,
+            "gold": "neg",
+            "predicted": "pos",
+            "confidence": pytest.approx(0.8),
+        }
+    ]
 
 
 def test_curves_are_thinned_keeping_their_ends():
