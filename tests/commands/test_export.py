@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.onnx_graphs import LOG_ODDS_SHIFT, log_odds, shifted
 from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
@@ -224,16 +225,25 @@ def test_onnx_export_matches_ftlit_predictions(trained, tiny_bert):
     # `ftlit predict` on either ONNX model writes the rows PyTorch's predict wrote.
     predict = write_jsonl(trained["tmp"] / "onnx-predict.jsonl", [{"text": t} for t in TEXTS])
     data = {**trained["data"], "predict_file": str(predict)}
-    for name in ("model.onnx", "model.int8.onnx"):
-        rows_file = trained["tmp"] / f"{name}.jsonl"
-        args = cli_args(tiny_bert, data, trained["tmp"] / "run", f"--predictions.onnx_model={out / name}",
+
+    def predict_with(model: Path) -> list[dict]:
+        rows_file = trained["tmp"] / f"{model.name}.jsonl"
+        args = cli_args(tiny_bert, data, trained["tmp"] / "run", f"--predictions.onnx_model={model}",
                         f"--predictions.output={rows_file}", "--ckpt_path=last")  # fmt: skip
         FtlitCLI(args=["predict", *args])
-        rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+        return [json.loads(line) for line in rows_file.read_text().splitlines()]
+
+    for name in ("model.onnx", "model.int8.onnx"):
+        rows = predict_with(out / name)
         assert [r["label"] for r in rows] == [p["label"] for p in trained["predictions"]], name
         tolerance = 1e-4 if name == "model.onnx" else 0.05
         for row, expected_row in zip(rows, trained["predictions"], strict=True):
             assert row["probs"] == pytest.approx(expected_row["probs"], abs=tolerance), name
+        # ... and onnxruntime wrote them, not PyTorch: the same graph with its classifier bias moved (the checkpoint
+        # is not) moves every row's log-odds by exactly that much.
+        moved = predict_with(shifted(out / name, trained["tmp"] / f"shifted-{name}"))
+        for row, before in zip(moved, rows, strict=True):
+            assert log_odds(row["probs"]) - log_odds(before["probs"]) == pytest.approx(LOG_ODDS_SHIFT, abs=1e-3), name
 
 
 def test_predict_with_a_missing_onnx_model_is_one_line(trained, tiny_bert, tmp_path, capsys):
@@ -434,7 +444,8 @@ NER_TEXTS = [
     "the service was xylophone good",
     "",
 ]
-# A word with punctuation attached: ftlit's words are whitespace-separated, the pipeline's are BERT's pre-tokens.
+# A word with punctuation attached: ftlit's words (data.words: bert, a new fit's) are BERT's pre-tokens, as the
+# pipeline's are.
 NER_PUNCTUATED = "the food service was badly."
 
 
@@ -444,19 +455,16 @@ def test_ner_export_runs_in_the_token_classification_pipeline_with_ftlit_predict
     What matches, and why: with ``aggregation_strategy="first"`` the pipeline tags a word by its first sub-token
     (argmax there, as ftlit), scores an entity with the mean over its words of that sub-token's top probability (as
     ftlit) and groups word tags as seqeval's default mode does for IOB2 tags (``B-X I-X`` one entity, ``B-X B-X``
-    two, ``I-X`` after ``O`` or another type starts one, a change of type ends one). So on texts whose whitespace
-    words are each one BERT pre-token, entity types, character spans, text and score all match. The pipeline's own
-    ``word`` is detokenized (lower case, for an uncased model), so the text is compared as ``text[start:end]``.
-
-    What differs: the pipeline splits words at punctuation too (BERT's pre-tokenizer), ftlit at whitespace only, so
-    for ``badly.`` ftlit's entity spans the whole word with its ``.`` and the pipeline's stops before it; the word
-    tags (first sub-token of each whitespace word, from ``aggregation_strategy="none"``) still match there. The
-    pipeline knows no IOBES (``E-``/``S-`` tags), which ftlit reads as seqeval does; these tags are IOB2 only.
+    two, ``I-X`` after ``O`` or another type starts one, a change of type ends one). ftlit's words are BERT's
+    pre-tokens (``data.words: bert``), which are the pipeline's words, so entity types, character spans, text and
+    score all match, on a word with punctuation attached too (``badly.``: the entity is ``badly``, as the pipeline's).
+    The pipeline's own ``word`` is detokenized (lower case, for an uncased model), so the text is compared as
+    ``text[start:end]``. The pipeline knows no IOBES (``E-``/``S-`` tags); these tags are IOB2 only.
     """
     from helpers.ner import fit_args as ner_fit_args
     from helpers.ner import toy_ner_rows, write_conll
 
-    from ftlit.tasks.ner.data import word_spans
+    from ftlit.core.words import bert
     from ftlit.tasks.ner.model import TokenClassifier
 
     texts = [*NER_TEXTS, NER_PUNCTUATED]
@@ -481,26 +489,24 @@ def test_ner_export_runs_in_the_token_classification_pipeline_with_ftlit_predict
     tokens = pipeline("token-classification", model=str(out), aggregation_strategy="none", ignore_labels=[])
     by_token = tokens(texts)
 
-    # Entities: type, characters, text and score, on the texts without punctuation attached to a word.
-    for text, expected, got in zip(NER_TEXTS, predictions[:-1], first(NER_TEXTS), strict=True):
+    # Entities: type, characters, text and score, on every text.
+    for text, expected, got in zip(texts, predictions, first(texts), strict=True):
         spans = [(e["entity_group"], e["start"], e["end"], text[e["start"] : e["end"]]) for e in got]
         assert spans == [(e["type"], e["start"], e["end"], e["text"]) for e in expected["entities"]], text
         assert [float(e["score"]) for e in got] == pytest.approx([e["score"] for e in expected["entities"]], abs=1e-4)
-    # ... and with one attached: the same words are tagged, but ftlit's entity holds the "." and the pipeline's not.
     start = NER_PUNCTUATED.index("badly")
-    assert ("badly.", "NEG", start, start + 6) in [
+    assert ("badly", "NEG", start, start + 5) in [
         (e["text"], e["type"], e["start"], e["end"]) for e in predictions[-1]["entities"]
     ]
-    assert ("NEG", start, start + 5) in [(e["entity_group"], e["start"], e["end"]) for e in first(NER_PUNCTUATED)]
 
-    # Word tags: the pipeline's tag at the first sub-token of each whitespace word is ftlit's tag of that word.
+    # Word tags: the pipeline's tag at the first sub-token of each word is ftlit's tag of that word.
     overruled = 0  # continuation sub-tokens whose own top tag is not their word's: "first" must ignore them
     for text, expected, got in zip(texts, predictions, by_token, strict=True):
         at_start: dict[int, str] = {}
         for token in got:
             at_start.setdefault(token["start"], token["entity"])
-        assert [at_start[a] for a, _ in word_spans(text)] == expected["tags"], text
-        word_tag = dict(zip((a for a, _ in word_spans(text)), expected["tags"], strict=True))
+        assert [at_start[a] for a, _ in bert(text)] == expected["tags"], text
+        word_tag = dict(zip((a for a, _ in bert(text)), expected["tags"], strict=True))
         tag = None
         for token in got:
             tag = word_tag.get(token["start"], tag)
@@ -510,7 +516,7 @@ def test_ner_export_runs_in_the_token_classification_pipeline_with_ftlit_predict
     # (as `ftlit predict` runs it: rebuilt from the checkpoint, words tokenized apart, one padded batch).
     module = TokenClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    words = [[text[a:b] for a, b in word_spans(text)] for text in texts]
+    words = [[text[a:b] for a, b in bert(text)] for text in texts]
     batch = tokenizer(words, is_split_into_words=True, padding=True, return_tensors="pt")
     with torch.no_grad():
         probs = module(dict(batch)).softmax(-1)

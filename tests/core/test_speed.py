@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
 import datasets
 import pytest
 import torch
 
-from conftest import cli_args, toy_rows, write_jsonl
+from conftest import cli_args, make_tiny_bert, toy_rows, write_jsonl
 from ftlit.cli import FtlitCLI
 from ftlit.core.module import FineTuneModule, WeightedMean
 from ftlit.core.samplers import LengthGroupedSampler
@@ -61,6 +65,41 @@ def test_compile_wraps_the_forward_and_keeps_checkpoint_names(tiny_bert):
     plain.configure_model()
     assert not hasattr(plain.model.forward, "_torchdynamo_orig_callable")
     assert isinstance(plain.model.forward.__self__, torch.nn.Module)
+
+
+def test_a_compiled_training_step_runs_on_the_cpu(tmp_path, monkeypatch):
+    """`--model.compile true` for real: dynamo captures the forward and inductor builds the forward's and the
+    backward's kernels with the C++ compiler (a cold cache: nothing is loaded ready-made), and the step trains."""
+    compiler = os.environ.get("CXX", "g++")  # what inductor runs (torch._inductor.config.cpp.cxx)
+    if shutil.which(compiler) is None:
+        pytest.skip(f"torch.compile's inductor builds C++ kernels on the CPU: needs a C++ compiler ({compiler})")
+    from torch._dynamo.utils import counters
+
+    cache = tmp_path / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    backbone = str(make_tiny_bert(tmp_path / "bert", layers=1))  # one layer: half the kernels to build
+    data = {"train_file": str(write_jsonl(tmp_path / "train.jsonl", toy_rows(16, 0)))}
+    extra = ("--model.compile=true", "--trainer.max_steps=1", "--trainer.limit_val_batches=0")
+    cli = FtlitCLI(args=cli_args(backbone, data, tmp_path / "run", *extra), run=False)
+    before = {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        captured = {k: dict(v) for k, v in counters.items() if v}
+    finally:
+        torch._dynamo.reset()
+    graphs, built = captured.get("stats", {}).get("unique_graphs", 0), captured.get("inductor", {})
+    assert graphs >= 1, f"dynamo captured no graph: {captured}"
+    assert built.get("fxgraph_cache_miss", 0) >= 2, f"inductor did not build the forward and backward: {captured}"
+    assert list(cache.rglob("*.so")), "inductor built no kernel"
+    assert cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and "perf/first_step_seconds" in metrics
+    after = cli.model.state_dict()
+    assert list(after) == list(before)  # checkpoint names unchanged
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert "model.classifier.weight" in moved and any(".encoder.layer.0." in k for k in moved), moved
 
 
 def test_group_size_follows_hugging_face_rule():
@@ -131,23 +170,40 @@ def classification_batch(tiny_bert: str, task: str) -> tuple[FineTuneModule, tor
 
 @pytest.mark.parametrize("task", ["classification", "regression", "multi_label"])
 def test_evaluation_updates_never_wait_for_values(tiny_bert, task, monkeypatch):
-    # The meta device has shapes but no values: an update that runs there reads nothing back to the host (no
-    # .item(), torch.unique or `if tensor.any()`), so on a GPU evaluation does not wait for the device per batch.
+    # The meta device has shapes but no values: a step that reads a value back to the host (.item(), .tolist(),
+    # bool(tensor), torch.unique, tensor[mask], .cpu()) raises there, so on a GPU evaluation does not wait for the
+    # device per batch. The task's own validation_step and test_step run (loss, metrics and the test's details),
+    # not a copy of them; only the backbone is replaced by fixed logits, and self.log (no trainer here).
     # One exception, torchmetrics' own: the confusion counts of macro F1 and MCC use torch.bincount, which sizes
-    # its output from the data (on a GPU it reads the maximum back); here it gets a shape-only stand-in.
-    monkeypatch.setattr(torch, "bincount", lambda x, minlength: torch.zeros(minlength, dtype=x.dtype, device=x.device))
+    # its output from the data (on a GPU it reads the maximum back); called from torchmetrics it gets a shape-only
+    # stand-in, called from anywhere else it is the real one, which refuses meta tensors.
+    bincount = torch.bincount
+
+    def torchmetrics_bincount(x, weights=None, minlength=0):
+        if x.is_meta and sys._getframe(1).f_globals.get("__name__", "").startswith("torchmetrics."):
+            return torch.zeros(minlength, dtype=x.dtype, device=x.device)
+        return bincount(x, weights, minlength)
+
+    monkeypatch.setattr(torch, "bincount", torchmetrics_bincount)
     model, logits, labels = classification_batch(tiny_bert, task)
+    monkeypatch.setattr(model, "forward", lambda batch: logits.to(batch["input_ids"].device))
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
     batch = {"input_ids": torch.ones(4, 7, dtype=torch.long), "labels": labels}
-
-    def update(device: str) -> None:
-        on = {k: v.to(device) for k, v in batch.items()}
-        model.val_loss.update(model.loss(logits.to(device), on), weight=model.loss_weight(on))
-        model.update_metrics(logits.to(device), on, model.val_metrics)
-
-    update("cpu")  # the first batch settles torchmetrics' compute groups, once, by comparing states
-    model.val_metrics.to("meta")
-    model.val_loss.to("meta")
-    update("meta")
+    metrics = [model.val_loss, model.val_metrics, model.test_loss, model.test_metrics, model.test_details()]
+    model.validation_step(batch, 0)  # the first batch settles torchmetrics' compute groups, once, by comparing states
+    model.test_step(batch, 0)
+    for metric in metrics:
+        metric.to("meta")
+    on_meta = {k: v.to("meta") for k, v in batch.items()}
+    model.validation_step(on_meta, 1)
+    model.test_step(on_meta, 1)
+    # The meta updates ran: every metric counted them, and its states stayed shapes on the meta device.
+    for metric in metrics:
+        members = metric.items(keep_base=True, copy_state=False) if hasattr(metric, "items") else [("loss", metric)]
+        for name, one in members:
+            assert one._update_count == 2, name
+            states = [getattr(one, s) for s in one._defaults]
+            assert all(t.is_meta for s in states for t in (s if isinstance(s, list) else [s])), name
 
 
 def test_evaluation_loss_is_a_weighted_mean_that_shows_nan():
