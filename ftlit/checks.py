@@ -90,6 +90,16 @@ def check_trainer(trainer: Namespace) -> None:
             raise ConfigError(
                 f"trainer.{low}", f"{least} is more than trainer.{high} ({most}), which stops the run first: lower it"
             )
+    # Lightning trains without an end when max_epochs is -1, or unset beside max_time (1,000 epochs only when
+    # nothing is set): the warmup and decay schedule has no length then, and configure_optimizers would fail.
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    endless_epochs = epochs == -1 or (epochs is None and trainer.get("max_time") is not None)
+    if endless_epochs and (steps is None or steps == -1):
+        raise ConfigError(
+            "trainer.max_epochs",
+            "the run has no length (max_epochs -1, or unset beside max_time, and no max_steps): the learning-rate "
+            "schedule needs one; set trainer.max_epochs or trainer.max_steps (max_time still stops the run earlier)",
+        )
     for key in _BATCH_LIMITS:
         value = trainer.get(key)
         if isinstance(value, int | float) and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):

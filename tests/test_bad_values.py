@@ -198,6 +198,8 @@ TRAINER_BAD_VALUES = [
     bad("devices", "[]", "[] is not valid with accelerator cpu"),  # LATE
     bad("num_nodes", "0", "must be >= 1, got 0"),  # LATE
     bad("max_epochs", "-2", "must be >= -1, got -2"),  # LATE
+    bad("max_epochs", "-1", "the run has no length"),  # IE OverflowError: the schedule over infinite steps
+    bad("max_epochs", "null", "the run has no length", "--trainer.max_time=00:00:10:00"),  # IE OverflowError
     bad("min_epochs", "-1", "must be >= 0, got -1"),  # OK
     bad("min_epochs", "3", "3 is more than trainer.max_epochs (2)"),  # OK: max_epochs wins
     bad("max_steps", "-2", "must be >= -1, got -2"),  # LATE

@@ -65,6 +65,15 @@ def test_warmup_then_linear_decay_steps_every_optimizer_step(tiny_bert, toy_data
     assert lrs[:6] == pytest.approx([0.0, 7.5e-4, 1.5e-3, 2.25e-3, 3e-3, 1.5e-3])
 
 
+def test_max_time_stops_the_run_beside_ftlit_s_clock(tiny_bert, toy_data, tmp_path):
+    """trainer.max_time keeps its limit: ftlit's RunClock once subclassed Lightning's Timer, and Lightning drops every
+    Trainer callback whose type a model callback subclasses, so max_time's Timer was removed and the run went on. A
+    limit of zero stops the run before its first optimizer step (an event, not a timing)."""
+    cli = FtlitCLI(args=["fit", *cli_args(tiny_bert, toy_data, tmp_path / "run", '--trainer.max_time={"seconds": 0}')])
+    assert [type(c).__name__ for c in cli.trainer.callbacks].count("Timer") == 1
+    assert cli.trainer.global_step == 0  # 12 batches an epoch: the old clock ran them all
+
+
 def test_resume_from_last_in_a_new_process_continues(tiny_bert, toy_data, tmp_path):
     root = tmp_path / "run"
     base = ["fit", *cli_args(tiny_bert, toy_data, root, "--trainer.max_epochs=1")]
