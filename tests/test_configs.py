@@ -30,6 +30,7 @@ CONFIGS = REPO / "configs"
 # The full configs, each also with the DDP overlay ("layered over any config"); the strategies are written for the
 # quickstart and layered over it.
 BASES = ("adapt/mlm.yaml", "bert.yaml", "multilabel.yaml", "ner.yaml", "qa.yaml", "quickstart.yaml", "stsb.yaml")
+BASES += ("chinese/classification.yaml", "chinese/ner.yaml")
 STRATEGIES = tuple(sorted(f"strategies/{p.name}" for p in (CONFIGS / "strategies").glob("*.yaml")))
 OVERLAYS = (*STRATEGIES, "adapt/finetune.yaml")
 # Search files of `ftlit tune`, each written for the quickstart.
@@ -129,9 +130,11 @@ TOY = {"train_file": "train.jsonl", "validation_file": "train.jsonl", "test_file
 
 def toy_data(data_class: type, args: dict[str, Any]) -> tuple[list[dict], list[str]]:
     """Toy rows in the config's columns, and the data options a tiny model needs, for the config's data module."""
+    # A window stride the config sets for its long texts is below its max_length, not the toy run's 64.
+    stride = ["--data.stride=16"] if args.get("stride") is not None else []
     if issubclass(data_class, TokenClassificationDataModule):
         rows = [{args["tokens_column"]: r["tokens"], args["tags_column"]: r["tags"]} for r in toy_ner_rows(12, 0)]
-        return rows, []
+        return rows, stride
     if issubclass(data_class, QuestionAnsweringDataModule):
         keys = {k: args[f"{k}_column"] for k in ("id", "question", "context", "answers")}
         unanswerable = 0.3 if args["version_2_with_negative"] else 0.0
@@ -153,7 +156,7 @@ def toy_data(data_class: type, args: dict[str, Any]) -> tuple[list[dict], list[s
         {args["text_column"]: r["text"], **({pair: r["text"]} if pair else {}), args["label_column"]: r["label"]}
         for r in texts
     ]
-    return rows, []
+    return rows, stride
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,15 @@ Captum's ``LayerIntegratedGradients`` runs over the backbone's input embedding l
 (``model.get_input_embeddings()``): the path goes from a baseline, the same sequence with every non-special token
 replaced by the pad token ([CLS] and [SEP] kept), to the input, and each token's attribution (summed over the
 embedding dimension) is its share of ``f(input) - f(baseline)`` for the target logit. Sub-tokens are merged into the
-whitespace-separated words of the text, with character spans into it. Sequence classification explains the
-predicted label (or ``--target``); NER explains each predicted entity, at its first token's tag logit.
+words of the text, with character spans into it. Sequence classification explains the predicted label (or
+``--target``); NER explains each predicted entity, at its first token's tag logit.
+
+Words come from the one word splitter (``ftlit.core.words``): NER uses the splitter its checkpoint recorded
+(``data.words``: the words ``ftlit predict`` tags; ``whitespace`` for a checkpoint from before that key); sequence
+tasks, whose data records no splitter, use ``bert`` (``DEFAULT_WORDS``): BERT's basic words, every CJK ideograph and
+every punctuation mark a word of its own, so Chinese text gets one score per character, not one for the whole
+sentence (on spaced text without punctuation that is the whitespace words). A token that covers several words (a
+SentencePiece piece of two ideographs) shares its score among them by the characters it covers in each.
 
 The model and tokenizer come from the checkpoint alone (no network, no original model folder), as in ``ftlit
 export``. ``explain()`` returns the entries that ``ftlit explain`` writes to ``explanations.json`` beside a
@@ -33,10 +40,12 @@ from ftlit import backbone
 from ftlit.checkpoint_io import read_checkpoint
 from ftlit.classes import class_path, find_class
 from ftlit.commands.folders import arg_docs, check_target, command_parser, replace_folder, sibling
+from ftlit.commands.fonts import FONT_FAMILY
+from ftlit.core import words as word_splitters
 from ftlit.core.module import FineTuneModule
 from ftlit.errors import ConfigError, report_errors
 from ftlit.tasks.ner import TokenClassifier
-from ftlit.tasks.ner.data import word_spans
+from ftlit.tasks.ner.data import checkpoint_words
 from ftlit.tasks.ner.metric import extract_entities
 from ftlit.tasks.text import SequenceClassifier
 
@@ -50,6 +59,8 @@ _TASK_NAMES = {
 }
 # Integration steps per forward/backward batch: bounds memory on long texts and large models.
 _STEPS_PER_BATCH = 32
+# The word splitter (ftlit.core.words) of a model whose checkpoint records none: sequence tasks have no data.words.
+DEFAULT_WORDS = "bert"
 
 
 @dataclass
@@ -90,8 +101,9 @@ def explain(
     Returns:
         One entry per text (sequence classification) or per predicted entity (NER): ``text``, ``text_pair``,
         ``predicted``, ``target``, ``probability`` (of the target), ``delta`` (Captum's convergence delta),
-        ``words`` (``word``, ``start``, ``end``, ``score``; words of the second text have ``segment: 1`` and spans
-        into it) and, for NER, ``entity`` (``text``, ``type``, ``start``, ``end``).
+        ``words`` (``word``, ``start``, ``end``, ``score``, one per word as :func:`checkpoint_splitter` names the
+        splitter; words of the second text have ``segment: 1`` and spans into it) and, for NER, ``entity``
+        (``text``, ``type``, ``start``, ``end``).
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if text_pairs is not None:
@@ -127,7 +139,19 @@ def _explain(
     module = FineTuneModule.load_from_checkpoint(ckpt_path, map_location="cpu", trust_remote_code=trust_remote_code)
     if not isinstance(module, SUPPORTED):
         raise _task_error(ckpt_path, type(module))
-    return attribute(module, _checkpoint_tokenizer(ckpt, trust_remote_code), inputs, target, n_steps)
+    tokenizer = _checkpoint_tokenizer(ckpt, trust_remote_code)
+    return attribute(module, tokenizer, inputs, target, n_steps, words=checkpoint_splitter(ckpt, module))
+
+
+def checkpoint_splitter(ckpt: dict[str, Any], module: FineTuneModule) -> str:
+    """The word splitter (``ftlit.core.words``) explain merges a checkpoint's tokens into: for NER the one its data
+    recorded (``data.words``, what ``ftlit predict`` tags; ``whitespace`` before that key), for a sequence task the
+    one its data records if it ever does, else ``DEFAULT_WORDS`` (``bert``)."""
+    data = ckpt.get("datamodule_hyper_parameters") or {}
+    if isinstance(module, TokenClassifier):
+        return checkpoint_words(data)
+    recorded = data.get("words")
+    return str(recorded) if isinstance(recorded, str) and recorded != "auto" else DEFAULT_WORDS
 
 
 def can_explain(module: FineTuneModule) -> bool:
@@ -142,13 +166,18 @@ def attribute(
     inputs: list[Input],
     target: str | None = None,
     n_steps: int = 50,
+    words: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The entries of ``inputs`` by a loaded sequence or token classifier (``ftlit serve`` keeps one loaded)."""
+    """The entries of ``inputs`` by a loaded sequence or token classifier (``ftlit serve`` keeps one loaded).
+
+    ``words``: the word splitter the tokens' scores are summed into; default the model's own (a ``TokenClassifier``
+    loaded from a checkpoint or attached to its data knows it), else ``DEFAULT_WORDS``."""
     model = module.model.eval()
     labels = label_names(model.config)
     if target is not None and target not in labels:
         raise ConfigError("target", f"{target!r} is not one of the model's labels: {', '.join(labels)}")
-    explainer = _Explainer(module, tokenizer, labels, n_steps)
+    split = word_splitters.splitter(words or getattr(module, "words", None) or DEFAULT_WORDS, "words")
+    explainer = _Explainer(module, tokenizer, labels, n_steps, split)
     encodings = [explainer.encode(item) for item in inputs]  # every length is checked before any attribution
     entries: list[dict[str, Any]] = []
     for item, encoding in zip(inputs, encodings, strict=True):
@@ -215,9 +244,16 @@ def max_tokens(tokenizer: PreTrainedTokenizerBase, config: Any) -> int:
 class _Explainer:
     """Integrated gradients of one loaded model, one text (or entity) at a time."""
 
-    def __init__(self, module: FineTuneModule, tokenizer: PreTrainedTokenizerBase, labels: list[str], n_steps: int):
+    def __init__(
+        self,
+        module: FineTuneModule,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: list[str],
+        n_steps: int,
+        split: Callable[[str], list[tuple[int, int]]],
+    ):
         self.module, self.model, self.tokenizer = module, module.model, tokenizer
-        self.labels, self.n_steps = labels, n_steps
+        self.labels, self.n_steps, self.split = labels, n_steps, split
         self.ner = isinstance(module, TokenClassifier)
         self.limit = max_tokens(tokenizer, self.model.config)
         pad = tokenizer.pad_token_id
@@ -227,8 +263,8 @@ class _Explainer:
         """The text tokenized as the task's ``ftlit predict`` does it, checked against the model's length."""
         options = {"return_special_tokens_mask": True, "return_tensors": "pt"}
         if self.ner:
-            # NER predicts on whitespace words, tokenized as words (ftlit.tasks.ner.data).
-            words = [item.text[a:b] for a, b in word_spans(item.text)]
+            # NER predicts on the words of its checkpoint's splitter, tokenized as words (ftlit.tasks.ner.data).
+            words = [item.text[a:b] for a, b in self.split(item.text)]
             encoding = self.tokenizer(words, is_split_into_words=True, **options)
         else:
             encoding = self.tokenizer(item.text, item.text_pair, return_offsets_mapping=True, **options)
@@ -260,7 +296,7 @@ class _Explainer:
         for t, word in enumerate(word_ids):
             if word is not None and word not in first_token:
                 first_token[word] = t
-        spans = word_spans(item.text)
+        spans = self.split(item.text)
         tags = ["O"] * len(spans)
         for word, t in first_token.items():
             tags[word] = self.labels[int(predicted[t].argmax())]
@@ -312,18 +348,18 @@ class _Explainer:
     def _sequence_words(
         self, item: Input, encoding: Any, scores: list[float], special: torch.Tensor
     ) -> list[dict[str, Any]]:
-        """Sub-token scores summed into the whitespace words of the text (and of the pair: segment 1)."""
+        """Sub-token scores summed into the words of the text (and of the pair: segment 1), as the splitter finds
+        them; a token across several words (a SentencePiece piece of two ideographs) shares its score among them."""
         segments = [(item.text, 0)] + ([(item.text_pair, 1)] if item.text_pair is not None else [])
-        spans = {segment: word_spans(text) for text, segment in segments}
+        spans = {segment: self.split(text) for text, segment in segments}
+        starts = {segment: [a for a, _ in spans[segment]] for _, segment in segments}
         totals = {segment: [0.0] * len(spans[segment]) for _, segment in segments}
         offsets = encoding["offset_mapping"][0].tolist()
         for t, segment in enumerate(encoding.sequence_ids(0)):
             if special[t] or segment is None:
                 continue  # special tokens are the same in the baseline: no attribution
-            starts = [a for a, _ in spans[segment]]
-            # The word the sub-token starts in (or, for a token starting between words, the word before it).
-            word = max(bisect_right(starts, offsets[t][0]) - 1, 0)
-            totals[segment][word] += scores[t]
+            for word, share in _covered(spans[segment], starts[segment], *offsets[t]):
+                totals[segment][word] += scores[t] * share
         words = []
         for text, segment in segments:
             for (a, b), score in zip(spans[segment], totals[segment], strict=True):
@@ -355,15 +391,31 @@ class _Explainer:
         }
 
 
+def _covered(spans: list[tuple[int, int]], starts: list[int], a: int, b: int) -> list[tuple[int, float]]:
+    """The words a token's characters ``[a, b)`` fall in, each with its share of them (by characters); a token that
+    covers no word's character (an empty span, or one between words) goes to the word before it (or the first)."""
+    first = max(bisect_right(starts, a) - 1, 0)
+    overlaps = []
+    for word in range(first, len(spans)):
+        start, end = spans[word]
+        if start >= b:
+            break
+        if min(b, end) > max(a, start):
+            overlaps.append((word, min(b, end) - max(a, start)))
+    total = sum(n for _, n in overlaps)
+    return [(word, n / total) for word, n in overlaps] if overlaps else [(first, 1.0)]
+
+
 # --- the page ----------------------------------------------------------------------------------------------------
 
+# The font stack renders Chinese text (ftlit.commands.fonts); the page is UTF-8.
 PAGE_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 60em;
+body { font-family: FONT_FAMILY; margin: 2em auto; max-width: 60em;
   color: #1f2328; line-height: 1.5; padding: 0 1em; }
 h1 { font-size: 1.4em; margin-bottom: 0.2em; }
 .note { color: #59636e; font-size: 0.9em; }
 section { border-top: 1px solid #d1d9e0; padding: 0.6em 0; }
-"""
+""".replace("FONT_FAMILY", FONT_FAMILY)
 # What render_entries' fragment needs, also where another page (the report) embeds it.
 WORDS_STYLE = """
 .title { font-size: 0.9em; color: #59636e; margin: 0 0 0.3em; }
@@ -385,16 +437,22 @@ def _colour(score: float, largest: float) -> str:
     return f"background: rgba({rgb}, {strength:.3f}){text}"
 
 
-def _words_html(words: list[dict[str, Any]], largest: float, entity: dict[str, Any] | None) -> str:
-    spans = []
-    for word in words:
+def _words_html(words: list[dict[str, Any]], largest: float, entity: dict[str, Any] | None, text: Any = None) -> str:
+    """The words as coloured spans, with what ``text`` (whose spans they are) has between them: a space between
+    English words, nothing between Chinese characters (a space when the spans do not index ``text``)."""
+    parts = []
+    at = 0
+    for i, word in enumerate(words):
         inside = entity is not None and entity["start"] <= word["start"] and word["end"] <= entity["end"]
         cls = "w entity" if inside else "w"
-        spans.append(
-            f'<span class="{cls}" style="{_colour(word["score"], largest)}" title="{word["score"]:+.4f}">'
-            f"{html.escape(word['word'])}</span>"
+        fits = isinstance(text, str) and at <= word["start"] <= word["end"] <= len(text)
+        gap = (text[at : word["start"]] if fits else " ") if i else ""
+        parts.append(
+            f'{html.escape(gap)}<span class="{cls}" style="{_colour(word["score"], largest)}" '
+            f'title="{word["score"]:+.4f}">{html.escape(word["word"])}</span>'
         )
-    return " ".join(spans)
+        at = word["end"] if fits else at
+    return "".join(parts)
 
 
 def render_html(entries: list[dict[str, Any]], source: str = "") -> str:
@@ -423,10 +481,11 @@ def render_entries(entries: list[dict[str, Any]]) -> str:
             f"delta {entry['delta']:+.4f}"
         )
         first = [w for w in words if not w.get("segment")]
-        body = f'<p class="words">{_words_html(first, largest, entity)}</p>'
+        body = f'<p class="words">{_words_html(first, largest, entity, entry.get("text"))}</p>'
         if entry.get("text_pair") is not None:
             second = [w for w in words if w.get("segment")]
-            body += f'<p class="words"><span class="pair">pair</span>{_words_html(second, largest, None)}</p>'
+            pair = _words_html(second, largest, None, entry["text_pair"])
+            body += f'<p class="words"><span class="pair">pair</span>{pair}</p>'
         sections.append(f'<section>\n<p class="title">{title}</p>\n{body}\n</section>')
     legend = (
         '<p class="note legend"><span style="background: rgba(214, 39, 40, 0.8); color: #fff">toward the target</span>'

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from jsonargparse import ArgumentParser
 
+from ftlit.commands import fonts
 from ftlit.commands.folders import check_target, command_parser, replace_folder, sibling
 from ftlit.core.results import DIRECTIONS, FORMAT, RESULTS
 from ftlit.errors import ConfigError, report_errors
@@ -450,10 +451,13 @@ def save_png(fig: Any, path: Path) -> None:
 
 
 def png_bytes(fig: Any) -> bytes:
-    """``fig`` as PNG bytes (no version stamp: same data, same bytes), its contents released."""
+    """``fig`` as PNG bytes (no version stamp: same data, same bytes), its contents released. Text with CJK
+    characters (label names, run names) is drawn in an installed CJK font, or noted in the figure when there is none
+    (``ftlit.commands.fonts``)."""
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
+        with fonts.cjk_figure(fig):
+            fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
     finally:
         fig.clear()
     return buffer.getvalue()

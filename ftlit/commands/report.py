@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from jsonargparse import ArgumentParser
 
 from ftlit.commands.folders import arg_docs, command_parser, replace_folder, sibling
+from ftlit.commands.fonts import FONT_FAMILY
 from ftlit.commands.plot import (
     RunLogs,
     check_matplotlib,
@@ -73,9 +74,9 @@ NO_RESULTS = "no test results: run ftlit test"
 # Per-type scores in the metrics (NER: test/f1_PER); these suffixes are averages, not types.
 _PER_TYPE = re.compile(r"test/(precision|recall|f1)_(.+)")
 _AVERAGES = {"micro", "macro", "weighted", "samples"}
+# The font stack renders Chinese label names, texts and mistakes (ftlit.commands.fonts); the page is UTF-8.
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
-       padding: 0 1em; color: #222; line-height: 1.4; }
+body { font-family: FONT_FAMILY; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.4; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 2px solid #ccc; margin-top: 2em; } h3 { margin-top: 1.6em; }
 section { margin-bottom: 1.5em; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
@@ -85,7 +86,7 @@ img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; border: 1p
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 p.note { color: #666; font-style: italic; }
 div.wide { overflow-x: auto; }
-"""
+""".replace("FONT_FAMILY", FONT_FAMILY)
 
 
 @dataclass

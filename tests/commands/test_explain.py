@@ -216,13 +216,15 @@ def test_text_pair_words_are_segment_1_with_spans_into_the_second_text(pair_clas
     assert entry["text"] == text and entry["text_pair"] == pair
     first = [w for w in entry["words"] if "segment" not in w]
     second = [w for w in entry["words"] if "segment" in w]
-    assert [w["word"] for w in first] == ["the", "goods", "were", "great."]
+    # BERT's basic words (explain's rule for sequence tasks): the full stop is a word of its own, as the tokenizer
+    # reads it (before ftlit.core.words, "great." was one whitespace word).
+    assert [w["word"] for w in first] == ["the", "goods", "were", "great", "."]
     assert [w["word"] for w in second] == ["it", "is", "awfully", "boring"]
     assert all(w["segment"] == 1 for w in second)
     assert all(text[w["start"] : w["end"]] == w["word"] for w in first)
     assert all(pair[w["start"] : w["end"]] == w["word"] for w in second)
     assert [w["start"] for w in second] == [2, 5, 10, 18]
-    # Words split into sub-tokens ("goods" -> good ##s, "great." -> great .) still get one score each.
+    # Words split into sub-tokens ("goods" -> good ##s) still get one score each.
     assert all(isinstance(w["score"], float) for w in entry["words"])
 
 
@@ -272,10 +274,13 @@ def test_cli_writes_json_and_a_self_contained_escaped_page(classifier, tmp_path,
     assert "ftlit: explained 1 prediction(s)" in capsys.readouterr().out
     (entry,) = json.loads((out / JSON_FILE).read_text())
     assert entry["text"] == "<b>good</b> movie" and entry["text_pair"] is None
-    assert [(w["word"], w["start"], w["end"]) for w in entry["words"]] == [("<b>good</b>", 0, 11), ("movie", 12, 17)]
+    # BERT's basic words: each punctuation mark is one (before ftlit.core.words, "<b>good</b>" was one word).
+    expected = [("<", 0), ("b", 1), (">", 2), ("good", 3), ("<", 7), ("/", 8), ("b", 9), (">", 10), ("movie", 12)]
+    assert [(w["word"], w["start"], w["end"]) for w in entry["words"]] == [(w, a, a + len(w)) for w, a in expected]
     assert set(entry) == {"text", "text_pair", "predicted", "target", "probability", "delta", "words"}
     page = (out / HTML_FILE).read_text()
-    assert "&lt;b&gt;good&lt;/b&gt;" in page and "<b>good</b>" not in page
+    assert page.count('">&lt;</span>') == 2 and page.count('">&gt;</span>') == 2  # escaped, one span each
+    assert "<b>good" not in page and "good</b>" not in page
     assert "<style>" in page and "<script" not in page and "http" not in page and "src=" not in page
     # Red for the word that pushes toward the target, intensity relative to the strongest word.
     strongest = max(entry["words"], key=lambda w: abs(w["score"]))

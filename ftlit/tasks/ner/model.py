@@ -90,6 +90,13 @@ class TokenClassifier(FineTuneModule):
                 raise error
 
     @override
+    def attach_data(self, datamodule: Any) -> None:
+        # A model built from an exported folder (ftlit serve) learns its splitter from the data module, which read it
+        # from the export's ftlit.json.
+        if self.words is None and isinstance(datamodule, TokenClassificationDataModule):
+            self.words = datamodule.words
+
+    @override
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """The backbone's logits; the windows of an evaluation or predict batch (possibly many more than its rows)
         run at most as many at a time as the batch has rows, as QA's do."""

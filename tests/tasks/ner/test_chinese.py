@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.chinese import make_char_bert
 from helpers.ner import DEFAULTS, TASK, toy_ner_rows
-from transformers import BertConfig, BertModel, BertTokenizer
 
-from conftest import SPECIAL, TEST_FIXTURES, cli_args, cli_error, column, encoded, read_metrics, write_jsonl
+from conftest import TEST_FIXTURES, cli_args, cli_error, column, encoded, read_metrics, write_jsonl
 from ftlit.checkpoint_io import read_checkpoint
 from ftlit.cli import FtlitCLI, main
 from ftlit.commands.export import export
@@ -44,28 +44,6 @@ MIXED = [
     "Zhang Wei 在 北京 工作 ， 👍🏽 华为公司ok",
 ]
 LONG = RAW * 137  # 3,014 characters, each a word: about a hundred windows of 32 tokens
-
-
-def make_char_bert(folder: Path) -> Path:
-    """A tiny BERT whose vocabulary is every character of the Chinese fixtures, one token each (no WordPiece)."""
-    chars = {line.split()[0] for f in FIXTURES.glob("zh-*.conll") for line in f.read_text("utf-8").splitlines() if line}
-    vocab = SPECIAL + sorted(chars)
-    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, tokenize_chinese_chars=True)
-    # The transformers 5 trap (shared/STACK.md): a tokenizer that silently lost its vocabulary makes every one [UNK].
-    assert tokenizer.convert_tokens_to_ids("张") != tokenizer.unk_token_id
-    assert tokenizer.tokenize("张伟在北京") == ["张", "伟", "在", "北", "京"]
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
