@@ -4,8 +4,7 @@
 Not ``trainer.max_time``: with a ``Timer`` among the Trainer's callbacks and no ``max_epochs``/``max_steps``, Lightning
 (2.6, ``loops/utilities._parse_loop_limits``) trains without an epoch limit instead of its default 1,000 epochs, so
 the cap would change the very default the benchmark measures (and ftlit's linear schedule over infinitely many
-steps fails: ``OverflowError`` in ``estimated_stepping_batches``). ftlit's own ``RunClock`` (a ``Timer``, from
-``configure_callbacks``) also replaces a ``Timer`` given to the Trainer. This callback is neither.
+steps fails; ftlit now refuses that in one line: "the run has no length"). This callback changes no loop limit.
 
     ftlit fit ... '--trainer.callbacks+={"class_path": "time_cap.TimeCap", "init_args": {"seconds": 300}}'
 

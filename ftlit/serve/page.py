@@ -104,11 +104,14 @@ async function explainIt(body) {
   for (const e of (await r.json()).explanations) {
     const p = document.createElement("p"), largest = Math.max(1e-9, ...e.words.map((w) => Math.abs(w.score)));
     if (e.entity) p.append(text("b", e.entity.text + " [" + e.entity.type + "]: "));
+    let end = null;  // a space only where the text has one: Chinese words (characters) are written together
     for (const w of e.words) {
       const span = text("span", w.word), a = w.score / largest;
       span.style.background = a >= 0 ? `rgba(0, 160, 0, ${a.toFixed(2)})` : `rgba(200, 0, 0, ${(-a).toFixed(2)})`;
       span.title = w.score.toFixed(4);
-      p.append(span, " ");
+      if (end !== null && w.start > end) p.append(" ");
+      p.append(span);
+      end = w.end;
     }
     box.append(p);
   }

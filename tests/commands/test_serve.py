@@ -580,6 +580,8 @@ def test_the_page_works_in_a_real_browser(runs):
             page.wait_for_selector("#result pre", timeout=30_000)
             page.wait_for_selector("#words span", timeout=60_000)  # the word attributions (extra explain)
             words = page.eval_on_selector_all("#words p:nth-of-type(2) span", "spans => spans.map(s => s.textContent)")
+            # Spaces only where the text has them (none between Chinese characters), so English reads as typed.
+            sentence = page.inner_text("#words p:nth-of-type(2)")  # "<entity> [TYPE]: " then the words
             shown = page.inner_text("#result")
             row = json.loads(page.inner_text("#result pre"))
             heading = page.inner_text("#title")
@@ -592,7 +594,7 @@ def test_the_page_works_in_a_real_browser(runs):
             browser.close()
         expected = post(url, {"text": "the food service was good"}).json()["predictions"][0]
     assert clean == []
-    assert words == ["the", "food", "service", "was", "good"]
+    assert words == ["the", "food", "service", "was", "good"] and sentence.endswith(": the food service was good")
     # The refused input's 422 is the only thing the console reports afterwards.
     assert [e for e in errors[len(clean) :] if "status of 422" not in e] == []
     assert row == expected

@@ -26,6 +26,10 @@ class RunClock(Callback):
     def __init__(self) -> None:
         self.timer = Timer(duration=None)
 
+    def time_elapsed(self, stage: str = "train") -> float:
+        """Seconds spent in ``stage`` (``train``, ``validate``, ``test``) so far, resumed parts included for train."""
+        return self.timer.time_elapsed(stage)
+
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timer.on_train_start(trainer, pl_module)
@@ -33,8 +37,7 @@ class RunClock(Callback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timer.on_train_end(trainer, pl_module)
-        seconds = self.timer.time_elapsed("train")
-        self._write(trainer, "fit", seconds, steps=trainer.global_step, epochs=trainer.current_epoch)
+        self._write(trainer, "fit", self.time_elapsed("train"), steps=trainer.global_step, epochs=trainer.current_epoch)
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -52,7 +55,7 @@ class RunClock(Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timer.on_test_end(trainer, pl_module)
         batches = sum(int(n) for n in trainer.num_test_batches)
-        self._write(trainer, "test", self.timer.time_elapsed("test"), batches_per_process=batches)
+        self._write(trainer, "test", self.time_elapsed("test"), batches_per_process=batches)
 
     @override
     def state_dict(self) -> dict[str, Any]:
