@@ -17,11 +17,9 @@ monitors a metric, else the last (the final weights, as the Trainer's).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 # ftlit's score names -> the benchmark's (the Trainer row uses the same).
@@ -110,14 +108,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", required=True, type=Path)
-    parser.add_argument("--result", required=True, type=Path)
-    ns = parser.parse_args()
-    result = run(json.loads(ns.spec.read_text()))
-    ns.result.write_text(json.dumps(result, indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    from row_cli import main
+
+    main(run, __doc__)

@@ -15,7 +15,6 @@ SPEC is what ``run.py`` writes: task, files, backbone folder, seed, max_length, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -185,14 +184,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", required=True, type=Path)
-    parser.add_argument("--result", required=True, type=Path)
-    ns = parser.parse_args()
-    result = run(json.loads(ns.spec.read_text()))
-    ns.result.write_text(json.dumps(result, indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    from row_cli import main
+
+    main(run, __doc__)
